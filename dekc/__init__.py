@@ -1,0 +1,22 @@
+"""dekc: a symbolic-plus-numeric compiler for deep equilibrium kernels (DEKers)."""
+
+from ._version import __version__
+from .errors import DekcError, DekcWarning, ExpressionError, FamilyError, LinkError, UnknownFamilyError
+from .links import Link, link
+from .registry import Family, families, family, register_family
+
+__all__ = [
+    "__version__",
+    "DekcError",
+    "DekcWarning",
+    "ExpressionError",
+    "Family",
+    "FamilyError",
+    "Link",
+    "LinkError",
+    "UnknownFamilyError",
+    "families",
+    "link",
+    "family",
+    "register_family",
+]
