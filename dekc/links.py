@@ -2,7 +2,7 @@
 
 From ``R``:  ``σ = (A∘R)' = A'(R) R'`` and ``ρ = R'``; ``R`` must map the real line into ``Θ``.
 
-From ``σ``:  ``R = A⁻¹(S)``, ``S(η) = ∫σ + κ``. Because ``R`` is non-decreasing and ``A`` convex,
+From ``σ``:  ``R = A⁻¹(S)``, ``S(η) = ∫₀^η σ + κ`` (so ``κ = S(0)``). Because ``R`` is non-decreasing and ``A`` convex,
 ``σ = A'(R) R'`` is ``≤ 0`` while ``R`` is left of the minimiser ``θ*`` of ``A`` and ``≥ 0`` right
 of it: ``σ`` may change sign at most once, from negative to positive. Where ``σ ≥ 0``, ``R`` uses
 the increasing branch of ``A⁻¹`` (on ``Θ₊ = {A' ≥ 0}``), where ``σ ≤ 0`` the decreasing one; at a
