@@ -54,13 +54,21 @@ class Link:
     kappa: Optional[sp.Expr] = None
     notes: tuple[str, ...] = ()
 
+    @property
+    def domain_check(self) -> str:
+        """How ``R(η) ∈ Θ`` was established: a sympy proof, or the sampled check alone."""
+        if _proves_inside(self.R, self.family.domain):
+            return "proved by sympy"
+        return f"checked at {len(ETA_SAMPLES)} points in [-1000, 1000] (sympy could not prove it)"
+
     def __str__(self) -> str:
         lines = [f"family     {self.family.name}", f"route      {self.route}"]
         for label, expr in (("R", self.R), ("sigma", self.sigma), ("rho", self.rho)):
             name = known_name(expr)
             lines.append(f"{label:<10} {expr}" + (f"   (= {name})" if name else ""))
         if self.kappa is not None:
-            lines.append(f"kappa      {self.kappa}")
+            lines.append(f"kappa      {self.kappa}   (S(0) = kappa)")
+        lines.append(f"R in Theta {self.domain_check}")
         lines.extend(f"note       {note}" for note in self.notes)
         return "\n".join(lines)
 
@@ -192,8 +200,24 @@ def tidy(expr: sp.Expr) -> sp.Expr:
 # -- checks ----------------------------------------------------------------------------------
 
 
+def _proves_inside(R: sp.Expr, domain: sp.Interval) -> bool:
+    """Whether sympy's assumptions alone show ``R(η) ∈ Θ`` for every real η."""
+    facts = [R.is_extended_real and R.is_finite]
+    if domain.start != -sp.oo:
+        gap = R - domain.start
+        facts.append(gap.is_positive if domain.left_open else gap.is_nonnegative)
+    if domain.end != sp.oo:
+        gap = domain.end - R
+        facts.append(gap.is_positive if domain.right_open else gap.is_nonnegative)
+    return all(fact is True for fact in facts)
+
+
 def _check_maps_into_domain(R: sp.Expr, fam: Family, what: str) -> list[str]:
-    """``R(η) ∈ Θ`` for all real η, by sympy where it can and at the sample points always."""
+    """``R(η) ∈ Θ`` at every sample point (values near an end recomputed at 12x precision).
+
+    Sampling cannot see an excursion between samples; :func:`_proves_inside` adds a proof where
+    sympy can give one, and the Link records which of the two established membership.
+    """
     domain = fam.domain
     notes = []
     r_at = _evaluator(R)
@@ -445,22 +469,9 @@ def _from_activation(fam: Family, activation, kappa) -> Link:
         if kappa is not None:
             k = sp.nsimplify(kappa)
         elif a_low.is_finite:
-            if not f_low.is_finite:
-                raise LinkError(f"no valid R: S(eta) = ∫sigma + kappa is unbounded below but A >= {a_low} on "
-                                f"{_interval_text(part)} (family '{fam.name}'); choose an activation whose integral is bounded below")
-            k = a_low - f_low
-            if low_end not in fam.domain and _attains(sigma, pattern, low=True):
-                k += 1
-                notes.append(f"kappa is not fixed by the family: A({low_end}) = {a_low} is outside Θ and S would reach it, "
-                             f"so kappa = {k} (one unit inside); pass kappa= to choose another")
+            k = _anchor(fam, sigma, pattern, part, f_low, a_low, low_end, +1, notes)
         elif a_high.is_finite:
-            if not f_high.is_finite:
-                raise LinkError(f"no valid R: S(eta) = ∫sigma + kappa is unbounded above but A <= {a_high} on "
-                                f"{_interval_text(part)} (family '{fam.name}'); choose an activation whose integral is bounded above")
-            k = a_high - f_high
-            if high_end not in fam.domain and _attains(sigma, pattern, low=False):
-                k -= 1
-                notes.append(f"kappa = {k}, one unit inside the open end of A's range; pass kappa= to choose another")
+            k = _anchor(fam, sigma, pattern, part, f_high, a_high, high_end, -1, notes)
         else:
             k = sp.Integer(0)
             notes.append("kappa is free here (A is unbounded on both sides of its branch): "
@@ -502,6 +513,25 @@ def _from_activation(fam: Family, activation, kappa) -> Link:
         if note.startswith("kappa"):
             warnings.warn(note, DekcWarning, stacklevel=3)
     return Link(fam, R, tidy(sigma), rho, "activation", sp.nsimplify(k), tuple(notes))
+
+
+def _anchor(fam, sigma, pattern, part, f_end, a_end, theta_end, inward: int, notes: list) -> sp.Expr:
+    """κ that puts the end ``f_end`` of ``∫σ`` on the finite end ``a_end`` of ``A``'s range.
+
+    ``inward`` is +1 for the lower end, −1 for the upper. When ``θ`` at that end is outside Θ
+    and ``S`` would reach it at a finite η, κ moves one unit inside.
+    """
+    word = "below" if inward > 0 else "above"
+    if not f_end.is_finite:
+        raise LinkError(f"no valid R: S(eta) = ∫sigma + kappa is unbounded {word} but A is bounded {word} by "
+                        f"{a_end} on {_interval_text(part)} (family '{fam.name}'); choose an activation whose "
+                        f"integral is bounded {word}")
+    k = a_end - f_end
+    if theta_end not in fam.domain and _attains(sigma, pattern, low=inward > 0):
+        k += inward
+        notes.append(f"kappa is not fixed by the family: A({theta_end}) = {a_end} is outside Θ and S would "
+                     f"reach it, so kappa = {k} (one unit inside); pass kappa= to choose another")
+    return k
 
 
 def _attains(sigma, pattern, low: bool) -> bool:

@@ -182,3 +182,9 @@ def test_boundary_contact_is_allowed_with_a_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error", dekc.DekcWarning)
         assert not dekc.link("inverse_gaussian", reparam="Min(eta, 0) - 1").notes
+
+
+def test_domain_membership_says_how_it_was_established():
+    assert dekc.link("gamma", reparam="-exp(-eta)").domain_check == "proved by sympy"
+    sampled = dekc.link("negative_binomial", activation="exp").domain_check
+    assert sampled.startswith("checked at") and "could not prove" in sampled
