@@ -23,6 +23,7 @@ test-all: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/link.py
+	$(BIN)/python benchmarks/expectations.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -2,6 +2,8 @@
 
 from ._version import __version__
 from .errors import DekcError, DekcWarning, ExpressionError, FamilyError, LinkError, UnknownFamilyError
+from . import reference
+from .expectations import GaussianExpectation, NoExpectationError, gaussian_expectation
 from .links import Link, link
 from .registry import Family, families, family, register_family
 
@@ -11,11 +13,15 @@ __all__ = [
     "DekcWarning",
     "ExpressionError",
     "Family",
+    "GaussianExpectation",
+    "NoExpectationError",
     "FamilyError",
     "Link",
     "LinkError",
     "UnknownFamilyError",
     "families",
+    "gaussian_expectation",
+    "reference",
     "link",
     "family",
     "register_family",

@@ -275,3 +275,27 @@ def _heaviside(x, h0=mpmath.mpf(1) / 2):
 def to_mpmath(expr: sp.Expr, *symbols: sp.Symbol) -> Callable:
     """A scalar mpmath function of ``symbols`` evaluating ``expr`` (``H(0) = 1/2``)."""
     return sp.lambdify(symbols, expr, modules=[{"Heaviside": _heaviside}, "mpmath"])
+
+
+def kink_points(expr: sp.Expr, symbol: sp.Symbol = ETA) -> set:
+    """Real points where ``expr`` switches formula (Heaviside, Max/Min, Abs, sign, Piecewise)."""
+    arguments = []
+    for node in sp.preorder_traversal(expr):
+        if isinstance(node, (sp.Heaviside, sp.Abs, sp.sign)):
+            arguments.append(node.args[0])
+        elif isinstance(node, (sp.Max, sp.Min)):
+            arguments.extend(a - b for a in node.args for b in node.args if a != b)
+        elif isinstance(node, sp.Piecewise):
+            for _, cond in node.args:
+                for rel in cond.atoms(sp.Rel):
+                    arguments.append(rel.lhs - rel.rhs)
+    points = set()
+    for arg in arguments:
+        if not arg.has(symbol):
+            continue
+        try:
+            roots = sp.solve(sp.Eq(arg, 0), symbol)
+        except NotImplementedError:
+            raise ExpressionError(f"cannot locate where {arg} changes sign; give a simpler expression") from None
+        points.update(r for r in roots if r.is_real)
+    return points

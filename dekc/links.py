@@ -26,7 +26,7 @@ import mpmath
 import sympy as sp
 
 from .errors import DekcWarning, ExpressionError, LinkError
-from .expressions import ETA, SHORTHANDS, as_eta_expression, to_mpmath
+from .expressions import ETA, SHORTHANDS, as_eta_expression, kink_points, to_mpmath
 from .registry import Family, _interval_text, family as lookup_family
 
 _T = sp.Symbol("t", positive=True)
@@ -124,27 +124,10 @@ def known_name(expr: sp.Expr) -> Optional[str]:
 
 
 def _kinks(expr: sp.Expr) -> set:
-    """Real points where ``expr`` switches formula (Heaviside, Max/Min, Abs, sign, Piecewise)."""
-    arguments = []
-    for node in sp.preorder_traversal(expr):
-        if isinstance(node, (sp.Heaviside, sp.Abs, sp.sign)):
-            arguments.append(node.args[0])
-        elif isinstance(node, (sp.Max, sp.Min)):
-            arguments.extend(a - b for a in node.args for b in node.args if a != b)
-        elif isinstance(node, sp.Piecewise):
-            for _, cond in node.args:
-                for rel in cond.atoms(sp.Rel):
-                    arguments.append(rel.lhs - rel.rhs)
-    points = set()
-    for arg in arguments:
-        if not arg.has(ETA):
-            continue
-        try:
-            roots = sp.solve(sp.Eq(arg, 0), ETA)
-        except NotImplementedError:
-            raise LinkError(f"cannot locate where {arg} changes sign; give a simpler expression") from None
-        points.update(r for r in roots if r.is_real)
-    return points
+    try:
+        return kink_points(expr)
+    except ExpressionError as exc:
+        raise LinkError(str(exc)) from None
 
 
 def _branch(expr: sp.Expr, point, side: int) -> sp.Expr:

@@ -18,3 +18,10 @@ for name, kwargs in [
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dekc.DekcWarning)
         print(dekc.link(name, **kwargs))
+
+print("\n$ dekc.gaussian_expectation('relu', 'relu')  # derived by Price's theorem")
+E = dekc.gaussian_expectation("relu", "relu")
+print(f"method {E.method}\nE[relu(u) relu(v)] = {E.expr}")
+value = E(1.3, 0.7, 0.4)
+ref = dekc.reference.expectation("relu", "relu", 1.3, 0.7, 0.4, dps=30)
+print(f"at a=1.3, b=0.7, c=0.4: {value!r}  (mpmath reference {ref}, relative error {abs(value - ref) / ref:.1e})")

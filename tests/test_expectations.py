@@ -1,0 +1,234 @@
+"""The expectation engine against the independent mpmath reference, declaratively.
+
+Each check names a pair, the covariances to test (generic points spanning magnitudes plus edge
+values: c = ±√(ab) exactly, a = 0, tiny and huge scales), the reference precision and the
+tolerance. One harness runs them. Errors are judged relative to the value, with values below
+1e-6 of the Cauchy–Schwarz scale √(E f(u)² E g(v)²) judged against that floor (there the
+value is a cancellation and float64 cannot promise more digits than the scale allows).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+
+import jax
+import jax.numpy as jnp
+import mpmath
+import numpy as np
+import pytest
+import sympy as sp
+
+import dekc
+from dekc import reference
+from dekc.expectations import A, B, C
+
+GENERIC = [(1.3, 0.7, 0.4), (1.3, 0.7, -0.55)]
+EDGES = [(2.0, 0.5, 1.0), (2.0, 0.5, -1.0), (0.0, 1.7, 0.0)]
+SCALES = [(1e-6, 1e-6, 5e-7), (1e-6, 1e6, 0.5), (1e6, 1e6, -3e5), (0.02, 50.0, 0.9)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    f: str
+    g: str
+    fast: tuple = tuple(GENERIC[:1])  # run in CI
+    slow: tuple = tuple(GENERIC[1:] + EDGES + SCALES)
+    method: str = "closed-form"
+    tol: float = dekc.expectations.CLOSED_FORM_TOLERANCE
+    dps: int = 20
+
+
+BOUNDED_SCALES = tuple(GENERIC[1:] + EDGES[1:] + SCALES[:1] + [(0.02, 50.0, 0.9), (30.0, 20.0, -12.0)])
+
+CHECKS = [
+    # piecewise polynomials, all derived by Price's theorem
+    Check("relu", "relu", fast=tuple(GENERIC[:1] + EDGES[:1] + SCALES[1:2]), slow=tuple(GENERIC[1:] + EDGES[1:] + SCALES[:1] + SCALES[2:])),
+    Check("heaviside", "heaviside", fast=tuple(GENERIC[:1] + EDGES[1:2]), slow=tuple(GENERIC[1:] + EDGES[:1] + EDGES[2:] + SCALES)),
+    Check("relu", "heaviside"),
+    Check("heaviside", "relu"),
+    Check("Max(eta, 0)**2", "Max(eta, 0)**3"),
+    Check("Max(eta, 0)**4", "Max(eta, 0)**4"),
+    Check("eta**3 - 2*eta", "eta**2 + 1"),
+    Check("identity", "eta**3"),
+    Check("abs", "abs"),
+    Check("sign", "sign"),
+    Check("abs", "relu"),
+    Check("Max(eta, 0.1*eta)", "Max(eta, 0.2*eta)"),
+    Check("2*relu(3*eta) - 1", "heaviside(-2*eta) + eta"),
+    # exponentials, arcsine kernels, trigonometric functions, bumps
+    Check("exp(0.5*eta)", "exp(-0.3*eta)", slow=BOUNDED_SCALES),
+    Check("exp(0.5*eta)", "relu", slow=BOUNDED_SCALES),
+    Check("erf(2*eta)", "erf(0.5*eta)", dps=25, fast=tuple(EDGES[:1])),
+    Check("Phi(eta)", "Phi(2*eta)", dps=25, fast=()),
+    Check("erf", "relu"),
+    Check("erf(1.5*eta)", "heaviside"),
+    Check("Phi(eta)", "eta"),
+    Check("erf(2*eta)", "eta**3"),
+    Check("sin(2*eta)", "sin(eta)", slow=BOUNDED_SCALES[:-1]),
+    Check("cos(eta)", "cos(0.5*eta)", slow=BOUNDED_SCALES[:-1]),
+    Check("sin", "cos", slow=BOUNDED_SCALES[:-1]),
+    Check("exp(-eta**2)", "exp(-0.5*eta**2)"),
+    Check("exp(-eta**2)", "relu"),
+    Check("exp(-eta**2)", "erf", fast=()),
+    # quadrature: one-dimensional reductions and a two-dimensional rule
+    Check("relu", "sigmoid", method="quadrature", fast=tuple(GENERIC[:1])),
+    Check("heaviside", "tanh", method="quadrature", fast=tuple(EDGES[:1])),
+    Check("sin", "relu", method="quadrature", fast=(), slow=tuple(GENERIC + EDGES)),
+    Check("tanh", "tanh", method="quadrature", fast=tuple(GENERIC[:1]), slow=tuple(GENERIC[1:] + EDGES + [(0.02, 50.0, 0.9)])),
+    Check("softplus", "softplus", method="quadrature", fast=(), slow=tuple(GENERIC + EDGES[:2])),
+    Check("gelu", "gelu", method="quadrature", fast=(), slow=tuple(GENERIC + EDGES[:2])),
+]
+
+
+def _quiet(f, g):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dekc.DekcWarning)
+        return dekc.gaussian_expectation(f, g)
+
+
+def _cases(kind):
+    for check in CHECKS:
+        for point in getattr(check, kind):
+            marks = () if kind == "fast" else (pytest.mark.slow,)
+            yield pytest.param(check, point, id=f"{check.f}|{check.g}|{point}", marks=marks)
+
+
+def _assert_matches(value, ref, check, cs_scale, tol, what):
+    err = abs(mpmath.mpf(float(value)) - ref)
+    floor = max(abs(ref), mpmath.mpf(1e-6) * cs_scale)
+    assert err <= tol * floor, f"{what}: {float(value)!r} vs reference {mpmath.nstr(ref, 20)} (error {float(err):.2e})"
+
+
+def _cs_scale(check, a, b):
+    return mpmath.sqrt(reference.one_point(check.f, check.f, a, dps=16) * reference.one_point(check.g, check.g, b, dps=16))
+
+
+def _run(check, point, dps):
+    E = _quiet(check.f, check.g)
+    assert E.method == check.method
+    a, b, c = point
+    ref = reference.expectation(check.f, check.g, a, b, c, dps=dps)
+    value = E(a, b, c)
+    assert math.isfinite(value)
+    tol = check.tol if check.method == "closed-form" else max(E.error_bound, 1e-13)
+    _assert_matches(value, ref, check, _cs_scale(check, a, b), tol, f"E[{check.f} * {check.g}]{point}")
+
+
+FAST_DPS = 16  # the reference works at dps + 10 digits; 16 resolves a 1e-12 check with room to spare
+
+
+@pytest.mark.parametrize("check, point", list(_cases("fast")))
+def test_reference_battery_fast(check, point):
+    _run(check, point, FAST_DPS)
+
+
+@pytest.mark.parametrize("check, point", list(_cases("slow")))
+def test_reference_battery_slow(check, point):
+    _run(check, point, check.dps)
+
+
+@pytest.mark.parametrize("check", [c for c in CHECKS if c.fast or c.method == "closed-form"], ids=lambda c: f"{c.f}|{c.g}")
+def test_one_point_form(check):
+    E = _quiet(check.f, check.g)
+    for a in (0.3, 2.5):
+        ref = reference.one_point(check.f, check.g, a, dps=FAST_DPS)
+        tol = check.tol if check.method == "closed-form" else max(E.error_bound, 1e-13)
+        _assert_matches(E.one_point(a), ref, check, _cs_scale(check, a, a), 10 * tol, f"one_point {check.f}*{check.g} at {a}")
+
+
+DC_FAST = ["relu|relu", "heaviside|heaviside", "exp(0.5*eta)|relu", "relu|sigmoid"]
+DC_SLOW = ["Max(eta, 0)**2|Max(eta, 0)**3", "erf(2*eta)|erf(0.5*eta)", "sin(2*eta)|sin(eta)", "exp(-eta**2)|erf",
+           "heaviside|tanh"]
+
+
+@pytest.mark.parametrize("pair", DC_FAST + [pytest.param(p, marks=pytest.mark.slow) for p in DC_SLOW])
+def test_dc_is_the_c_derivative_of_the_reference(pair):
+    """``E.dc`` against a central difference of the 22-digit reference (h = 1e-5·√(ab), error ~1e-10)."""
+    f, g = pair.split("|")
+    E = _quiet(f, g)
+    a, b, c = 1.3, 0.7, 0.4
+    h = mpmath.mpf(1e-5) * mpmath.sqrt(mpmath.mpf(a) * b)
+    fd = (reference.expectation(f, g, a, b, c + h, dps=22) - reference.expectation(f, g, a, b, c - h, dps=22)) / (2 * h)
+    assert abs(E.dc(a, b, c) - fd) <= 1e-8 * (abs(fd) + 1e-3), (pair, E.dc(a, b, c), fd)
+
+
+def test_every_closed_form_class_is_closed_form():
+    for check in CHECKS:
+        if check.method == "closed-form":
+            E = _quiet(check.f, check.g)
+            assert E.method == "closed-form" and E.expr is not None and E.error_bound <= 1e-12, check
+
+
+def test_known_formulas_are_reproduced_symbolically():
+    """Derived forms equal published ones (Cho & Saul order 0 and 1, Williams' arcsine kernel)."""
+    s = sp.sqrt(A * B)
+    theta = sp.acos(C / s)
+    relu = dekc.gaussian_expectation("relu", "relu").expr
+    cho_saul_1 = (sp.sqrt(A * B - C**2) + C * (sp.pi - theta)) / (2 * sp.pi)
+    step = dekc.gaussian_expectation("heaviside", "heaviside").expr
+    erf = dekc.gaussian_expectation("erf", "erf").expr
+    williams = 2 / sp.pi * sp.asin(2 * C / sp.sqrt((1 + 2 * A) * (1 + 2 * B)))
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        a, b = rng.uniform(0.1, 3, 2)
+        c = rng.uniform(-1, 1) * math.sqrt(a * b)
+        subs = {A: a, B: b, C: c}
+        assert abs(float((relu - cho_saul_1).subs(subs))) < 1e-13
+        assert abs(float((step - (sp.pi - theta) / (2 * sp.pi)).subs(subs))) < 1e-13
+        assert abs(float((erf - williams).subs(subs))) < 1e-13
+
+
+def test_isserlis_for_polynomials():
+    """E[u^m v^n] from the Price-derived pieces equals Isserlis' sum (independent formula)."""
+    rng = np.random.default_rng(1)
+    for m, n in [(1, 1), (2, 2), (3, 1), (3, 3), (4, 2)]:
+        E = dekc.gaussian_expectation(f"eta**{m}", f"eta**{n}")
+        a, b = rng.uniform(0.2, 2, 2)
+        c = 0.6 * math.sqrt(a * b)
+        isserlis = sum(
+            math.factorial(m) * math.factorial(n) * c**k * a ** ((m - k) / 2) * b ** ((n - k) / 2)
+            / (math.factorial(k) * math.factorial((m - k) // 2) * math.factorial((n - k) // 2) * 2 ** ((m + n - 2 * k) // 2))
+            for k in range(min(m, n) + 1) if (m - k) % 2 == 0 and (n - k) % 2 == 0
+        )
+        assert abs(E(a, b, c) - isserlis) <= 1e-12 * abs(isserlis), (m, n)
+
+
+def test_vectorised_numpy_and_jax():
+    E = dekc.gaussian_expectation("relu", "relu")
+    rng = np.random.default_rng(2)
+    a, b = rng.uniform(0.1, 2, (2, 50))
+    c = rng.uniform(-1, 1, 50) * np.sqrt(a * b)
+    out = E(a, b, c)
+    assert isinstance(out, np.ndarray) and out.shape == (50,)
+    scalar = [E(x, y, z) for x, y, z in zip(a[:3], b[:3], c[:3])]
+    assert np.allclose(out[:3], scalar, rtol=0, atol=1e-15)
+    jax_out = E(jnp.asarray(a), jnp.asarray(b), jnp.asarray(c))
+    assert isinstance(jax_out, jax.Array) and np.allclose(np.asarray(jax_out), out, rtol=1e-15, atol=0)
+    grad = jax.grad(lambda cc: E(1.3, 0.7, cc))(0.4)
+    assert abs(float(grad) - E.dc(1.3, 0.7, 0.4)) < 1e-12
+    assert np.all(np.isfinite(E(np.array([2.0, 2.0]), np.array([0.5, 0.5]), np.array([1.0, -1.0]))))
+
+
+def test_edges_are_finite_and_right_without_nan():
+    """c = ±√(ab) exactly: correlation ±1, known values."""
+    step = dekc.gaussian_expectation("heaviside", "heaviside")
+    assert step(2.0, 0.5, 1.0) == pytest.approx(0.5, abs=1e-15)  # P(u > 0) when v = u/2
+    assert step(2.0, 0.5, -1.0) == pytest.approx(0.0, abs=1e-15)
+    relu = dekc.gaussian_expectation("relu", "relu")
+    assert relu(2.0, 0.5, 1.0) == pytest.approx(0.5, rel=1e-15)  # E[relu(u) relu(u/2)] = a/4
+    assert relu(0.0, 1.0, 0.0) == pytest.approx(0.0, abs=1e-100)  # a = 0 is the limit a -> 0+ (a = 1e-300)
+
+
+@pytest.mark.parametrize("f", ["exp(eta**2)", "exp(eta**2/2) * eta", "log(eta)", "1/eta"])
+def test_expectations_that_do_not_exist_are_refused(f):
+    with pytest.raises(dekc.NoExpectationError):
+        dekc.gaussian_expectation(f, "relu")
+
+
+def test_quadrature_reports_its_estimate():
+    E = _quiet("relu", "sigmoid")
+    assert E.expr is None and 0 < E.error_bound <= 1e-9
+    value, estimate = E.estimate(1.3, 0.7, 0.4)
+    assert float(estimate) <= 1e-9
