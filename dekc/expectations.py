@@ -33,13 +33,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
-from typing import Optional
 
 import numpy as np
 import sympy as sp
 
-from .errors import DekcError, ExpressionError
+from .errors import DekcError
 from .expressions import ETA, as_eta_expression
 from .printer import UnprintableError, jax_source
 
@@ -436,11 +434,16 @@ def _compile_closed(rho_form: sp.Expr, one_point: sp.Expr) -> dict:
     dc_body = jax_source(dc_form, names)
     one_body = jax_source(one_point, {A: "a"})
     source = f'''
-def pair(a, b, c):
-    a = jnp.maximum(a, {_TINY!r}); b = jnp.maximum(b, {_TINY!r})
+def _pair(a, b, c):
     sab = jnp.sqrt(a * b)
-    rho = jnp.clip(c / sab, -1.0, 1.0)
+    rho = jnp.where(sab > 0, jnp.clip(c / jnp.where(sab > 0, sab, 1.0), -1.0, 1.0), 0.0)
     return jnp.broadcast_to({body}, jnp.broadcast_shapes(jnp.shape(a), jnp.shape(b), jnp.shape(c)))
+
+def pair(a, b, c):
+    # a or b = 0: the exact form where it is finite (a^(m/2) = 0 exactly), else the limit a -> 0+
+    exact = _pair(a, b, c)
+    floored = _pair(jnp.maximum(a, {_TINY!r}), jnp.maximum(b, {_TINY!r}), c)
+    return jnp.where(jnp.isfinite(exact), exact, floored)
 
 def dc(a, b, c):
     a = jnp.maximum(a, {_TINY!r}); b = jnp.maximum(b, {_TINY!r})

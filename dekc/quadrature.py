@@ -88,7 +88,7 @@ def conditional_expectation(g: sp.Expr) -> sp.Expr:
 def _conditional_function(G: sp.Expr):
     body = jax_source(G, {_MU: "mu", _SIGMA: "sigma"})
     namespace = {"jnp": jnp, "jsp": jsp}
-    exec(compile(f"def G(mu, sigma):\n    sigma = jnp.maximum(sigma, 1e-300)\n    return {body}\n",
+    exec(compile(f"def G(mu, sigma):\n    sigma = jnp.maximum(sigma, 1e-150)\n    return {body}\n",
                  "<dekc conditional>", "exec"), namespace)
     return namespace["G"]
 

@@ -7,7 +7,7 @@ import pytest
 import sympy as sp
 
 import dekc
-from dekc.expressions import ETA, normal_cdf, sigmoid, softplus
+from dekc.expressions import ETA, sigmoid, softplus
 from hypothesis import given, settings, strategies as st
 
 from helpers import ETA_POINTS, numeric, quiet_link
