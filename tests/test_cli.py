@@ -44,3 +44,13 @@ def test_family_file_option(tmp_path, capsys):
 def test_console_script_runs():
     result = subprocess.run([sys.executable, "-m", "dekc", "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and dekc.__version__ in result.stdout
+
+
+def test_demo_runs():
+    """`make demo` runs examples/demo.py: it must finish and show the pipeline stages."""
+    from pathlib import Path
+
+    demo = Path(__file__).resolve().parent.parent / "examples" / "demo.py"
+    result = subprocess.run([sys.executable, str(demo)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "poisson" in result.stdout and "log(log(exp(eta) + 1))" in result.stdout and "closed-form" in result.stdout
