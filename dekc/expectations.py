@@ -60,6 +60,20 @@ class NoExpectationError(DekcError, ValueError):
     """The expectation does not exist (a function grows too fast) or is not real."""
 
 
+class NormalCdf(sp.Function):
+    """``Φ(x)``, kept whole (``(1 + erf(x/√2))/2`` cancels for negative ``x``); printed as ``ndtr``."""
+
+    nargs = 1
+    is_real = True
+
+    def fdiff(self, argindex=1):
+        x = self.args[0]
+        return sp.exp(-(x**2) / 2) / sp.sqrt(2 * sp.pi)
+
+    def _eval_rewrite_as_erf(self, x, **kwargs):
+        return (1 + sp.erf(x / sp.sqrt(2))) / 2
+
+
 # -- atoms ---------------------------------------------------------------------------------------
 
 
@@ -252,7 +266,7 @@ def _centred(atom, var: sp.Expr) -> sp.Expr:
 
 def _shifted_mono(n: int, mu: sp.Expr, sigma: sp.Expr) -> sp.Expr:
     """``E[(μ + σZ)^n H(μ + σZ)]`` by Stein's recursion."""
-    cdf = (1 + sp.erf(mu / (sigma * sp.sqrt(2)))) / 2
+    cdf = NormalCdf(mu / sigma)
     pdf = sp.exp(-(mu**2) / (2 * sigma**2)) / sp.sqrt(2 * sp.pi)
     moments = [cdf, mu * cdf + sigma * pdf]
     for k in range(2, n + 1):
@@ -402,6 +416,40 @@ class GaussianExpectation:
         return value, value * 0
 
 
+def _hyperbolic(expr: sp.Expr) -> sp.Expr:
+    """``k₁e^{P+qc} + k₂e^{P−qc}`` → ``e^P((k₁+k₂)cosh(qc) + (k₁−k₂)sinh(qc))``.
+
+    Trigonometric pairs arrive as such differences; for small ``c`` the difference of
+    exponentials cancels catastrophically while ``sinh`` does not.
+    """
+    groups: dict = {}
+    rest = sp.Integer(0)
+    for term in sp.Add.make_args(sp.expand(expr, power_exp=False)):
+        coef, exps = sp.Integer(1), []
+        for factor in sp.Mul.make_args(term):
+            if isinstance(factor, sp.exp):
+                exps.append(factor.args[0])
+            else:
+                coef *= factor
+        if len(exps) != 1 or coef.has(C):
+            rest += term
+            continue
+        q = sp.expand(exps[0]).coeff(C)
+        if q.has(C) or not q.is_number:
+            rest += term
+            continue
+        base = sp.expand(exps[0] - q * C)
+        groups.setdefault(base, {}).setdefault(abs(q), [0, 0])[0 if q >= 0 else 1] += coef
+    total = rest
+    for base, by_rate in groups.items():
+        for q, (kp, km) in by_rate.items():
+            if q != 0 and kp != 0 and km != 0:
+                total += sp.exp(base) * ((kp + km) * sp.cosh(q * C) + (kp - km) * sp.sinh(q * C))
+            else:  # one exponential: nothing cancels
+                total += kp * sp.exp(base + q * C) + km * sp.exp(base - q * C)
+    return total
+
+
 @functools.lru_cache(maxsize=256)
 def closed_form(f: sp.Expr, g: sp.Expr):
     """``(K in a, b, c, ρ; one-point form in a)`` or raise :class:`NotClosedForm`."""
@@ -412,6 +460,8 @@ def closed_form(f: sp.Expr, g: sp.Expr):
         pair = sp.simplify(sp.expand_complex(pair))
         if pair.has(sp.I):
             raise NotClosedForm("complex terms do not cancel")
+    if any(e.args[0].has(C) for e in pair.atoms(sp.exp)):
+        pair = _hyperbolic(pair)
     one_point = pair.subs(RHO, 1).subs({B: A}).subs(C, A)
     if one_point.has(sp.zoo, sp.nan, sp.oo):
         one_point = sp.limit(pair.subs(RHO, 1).subs(B, A), C, A, "-")

@@ -83,6 +83,8 @@ class JaxPrinter:
             return f"jnp.arccos(jnp.clip({self._print(e.args[0])}, -1.0, 1.0))"
         if isinstance(e, sp.atan2):
             return f"jnp.arctan2({self._print(e.args[0])}, {self._print(e.args[1])})"
+        if type(e).__name__ == "NormalCdf":
+            return f"jsp.ndtr({self._print(e.args[0])})"
         if isinstance(e, sp.Heaviside):
             return f"jnp.heaviside({self._print(e.args[0])}, 0.5)"
         if isinstance(e, (sp.Max, sp.Min)):

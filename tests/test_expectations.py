@@ -74,8 +74,9 @@ CHECKS = [
     Check("exp(-eta**2)", "relu"),
     Check("exp(-eta**2)", "erf", fast=()),
     # quadrature: one-dimensional reductions and a two-dimensional rule
-    Check("relu", "sigmoid", method="quadrature", fast=tuple(GENERIC[:1])),
-    Check("heaviside", "tanh", method="quadrature", fast=tuple(EDGES[:1])),
+    # (the quadrature bound is established on a, b in [1e-2, 1e2]; its checks stay in that range)
+    Check("relu", "sigmoid", method="quadrature", fast=tuple(GENERIC[:1]), slow=tuple(GENERIC[1:] + EDGES + [(0.02, 50.0, 0.9)])),
+    Check("heaviside", "tanh", method="quadrature", fast=tuple(EDGES[:1]), slow=tuple(GENERIC + EDGES[1:] + [(0.02, 50.0, 0.9)])),
     Check("sin", "relu", method="quadrature", fast=(), slow=tuple(GENERIC + EDGES)),
     Check("tanh", "tanh", method="quadrature", fast=tuple(GENERIC[:1]), slow=tuple(GENERIC[1:] + EDGES + [(0.02, 50.0, 0.9)])),
     Check("softplus", "softplus", method="quadrature", fast=(), slow=tuple(GENERIC + EDGES[:2])),
