@@ -34,11 +34,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 
+import mpmath
 import numpy as np
 import sympy as sp
 
 from .errors import DekcError
-from .expressions import ETA, as_eta_expression
+from .expressions import ETA, as_eta_expression, to_mpmath
 from .printer import UnprintableError, jax_source
 
 A, B = sp.symbols("a b", positive=True)
@@ -338,10 +339,6 @@ def _rho_expr(expr: sp.Expr) -> sp.Expr:
 
 def _growth_check(f: sp.Expr, what: str) -> None:
     """Refuse functions that are not real and finite on ℝ or that grow like ``exp(x²)``."""
-    import mpmath
-
-    from .expressions import to_mpmath
-
     fn = to_mpmath(f, ETA)
     with mpmath.workdps(30):
         for x in (-1e4, -100, -3, -0.5, 0, 0.7, 2.5, 100, 1e4):  # 0 catches poles such as 1/eta
