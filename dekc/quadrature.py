@@ -182,8 +182,7 @@ class QuadratureExpectation:
         return jnp.sum(w * _phi(z) * self._f(u) * self._g(u), axis=(-2, -1))
 
     def _scale(self, a, b):
-        square = lambda fn, kinks, var: QuadratureExpectation._square(fn, kinks, var)  # noqa: E731
-        return jnp.sqrt(square(self._f, self._f_kinks, a) * square(self._g, self._g_kinks, b))
+        return jnp.sqrt(self._square(self._f, self._f_kinks, a) * self._square(self._g, self._g_kinks, b))
 
     @staticmethod
     def _square(fn, kinks, var):
@@ -214,30 +213,28 @@ class QuadratureExpectation:
 
     # -- evaluation ------------------------------------------------------------------------------
     def functions(self) -> dict:
-        n2 = self.n
+        n = self.n
 
         def pair(a, b, c):
-            a, b, c = jnp.broadcast_arrays(*(jnp.asarray(x, dtype=jnp.float64) for x in (a, b, c)))
+            a, b, c = _as_arrays(a, b, c)
             if self.swapped:
                 a, b = b, a
-            return self._rule(a, b, c, n2)
+            return self._rule(a, b, c, n)
 
         def one_point(a):
-            return self._one_point_rule(jnp.asarray(a, dtype=jnp.float64), n2)
+            return self._one_point_rule(jnp.asarray(a, dtype=jnp.float64), n)
 
         if self.inner_continuous:
             def dc(a, b, c):
-                a, b, c = jnp.broadcast_arrays(*(jnp.asarray(x, dtype=jnp.float64) for x in (a, b, c)))
+                a, b, c = _as_arrays(a, b, c)
                 return jax.jvp(lambda cc: pair(a, b, cc), (c,), (jnp.ones_like(c),))[1]
         else:
             def dc(a, b, c):
-                a, b, c = jnp.broadcast_arrays(*(jnp.asarray(x, dtype=jnp.float64) for x in (a, b, c)))
+                a, b, c = _as_arrays(a, b, c)
                 h = 1e-5 * jnp.sqrt(jnp.maximum(a * b, 1e-300))
                 return (pair(a, b, c + h) - pair(a, b, c - h)) / (2 * h)
 
-        chunked = {"pair": _chunked(jax.jit(pair), 3), "dc": _chunked(jax.jit(dc), 3),
-                   "one_point": _chunked(jax.jit(one_point), 1)}
-        return chunked
+        return {"pair": _chunked(jax.jit(pair)), "dc": _chunked(jax.jit(dc)), "one_point": _chunked(jax.jit(one_point))}
 
     def estimate(self, a, b, c):
         """Value with the chosen ``n`` nodes and ``|Q_n − Q_2n|`` per point."""
@@ -248,13 +245,17 @@ class QuadratureExpectation:
         return value, np.abs(finer - value)
 
 
-def _chunked(fn, arity):
+def _as_arrays(*args):
+    return jnp.broadcast_arrays(*(jnp.asarray(x, dtype=jnp.float64) for x in args))
+
+
+def _chunked(fn):
     """Apply ``fn`` to flattened broadcast inputs in chunks (bounded memory); JAX tracers pass through."""
 
     def run(*args):
         if any(isinstance(x, jax.core.Tracer) for x in args):
             return fn(*args)
-        arrays = jnp.broadcast_arrays(*(jnp.asarray(x, dtype=jnp.float64) for x in args))
+        arrays = _as_arrays(*args)
         shape = arrays[0].shape
         flat = [x.reshape(-1) for x in arrays]
         size = flat[0].shape[0]
