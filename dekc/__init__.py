@@ -1,14 +1,19 @@
 """dekc: a symbolic-plus-numeric compiler for deep equilibrium kernels (DEKers)."""
 
 from ._version import __version__
-from .errors import DekcError, DekcWarning, ExpressionError, FamilyError, LinkError, UnknownFamilyError
+from .errors import ConvergenceError, DekcError, DekcWarning, ExpressionError, FamilyError, LinkError, UnknownFamilyError
 from . import reference
 from .expectations import GaussianExpectation, NoExpectationError, gaussian_expectation
+from .kernel import InputError, Kernel, compile_kernel
 from .links import Link, link
 from .registry import Family, families, family, register_family
 
 __all__ = [
     "__version__",
+    "ConvergenceError",
+    "InputError",
+    "Kernel",
+    "compile_kernel",
     "DekcError",
     "DekcWarning",
     "ExpressionError",

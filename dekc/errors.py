@@ -36,5 +36,9 @@ class LinkError(DekcError, ValueError):
     """No valid link reparameterisation exists for the requested family and activation."""
 
 
+class ConvergenceError(DekcError, RuntimeError):
+    """A kernel iteration diverged or did not converge; the message names the entry and what would help."""
+
+
 class DekcWarning(UserWarning):
     """Something valid but worth knowing (a choice dekc made, a boundary reached)."""

@@ -40,7 +40,7 @@ import sympy as sp
 
 from .errors import DekcError
 from .expressions import ETA, as_eta_expression, to_mpmath
-from .printer import UnprintableError, jax_source
+from .printer import UnprintableError, function_source
 
 A, B = sp.symbols("a b", positive=True)
 C = sp.Symbol("c", real=True)
@@ -381,7 +381,7 @@ class GaussianExpectation:
             self.dc_expr = _rho_expr(sp.diff(self._rho_form, C) + sp.diff(self._rho_form, RHO) / sp.sqrt(A * B))
             self.one_point_expr = self._one_point_form
             self.error_bound = CLOSED_FORM_TOLERANCE
-            self._functions = _compile_closed(self._rho_form, self._one_point_form)
+            self._functions = exec_functions(self.source("K"), "K")
         else:
             from .quadrature import QuadratureExpectation
 
@@ -390,6 +390,12 @@ class GaussianExpectation:
             self._quadrature = QuadratureExpectation(self.f, self.g, tol=tol)
             self.error_bound = self._quadrature.error_bound
             self._functions = self._quadrature.functions()
+
+    def source(self, prefix: str, title: str = "") -> str:
+        """Generated module source defining ``prefix``, ``prefix_dc`` and ``prefix_one_point``."""
+        if self._quadrature is not None:
+            return self._quadrature.source(prefix, title)
+        return closed_form_source(prefix, self._rho_form, self._one_point_form, title)
 
     def __repr__(self) -> str:
         return f"GaussianExpectation(f={self.f}, g={self.g}, method={self.method!r})"
@@ -471,41 +477,53 @@ def closed_form(f: sp.Expr, g: sp.Expr):
 _TINY = 1e-300  # a or b of 0: evaluate at the limit a → 0⁺ along fixed ρ
 
 
-def _compile_closed(rho_form: sp.Expr, one_point: sp.Expr) -> dict:
+_SHAPE3 = "jnp.broadcast_to({}, jnp.broadcast_shapes(jnp.shape(a), jnp.shape(b), jnp.shape(c)))"
+
+
+def closed_form_source(prefix: str, rho_form: sp.Expr, one_point: sp.Expr, title: str = "") -> str:
+    """Module source of ``prefix(a, b, c)``, ``prefix_dc(a, b, c)`` and ``prefix_one_point(a)``.
+
+    ``c/√(ab)`` is computed once and clipped to ``[−1, 1]`` (rounding can push it past 1);
+    ``a`` or ``b`` equal to 0 uses the exact form where it is finite (``a^{m/2} = 0`` exactly) and
+    the limit ``a → 0⁺`` along fixed ``ρ`` elsewhere. ``∂K/∂c = ∂K/∂c|_ρ + ∂K/∂ρ / √(ab)``.
+    """
+    inv_sab = sp.Symbol("inv_sab", positive=True)
+    names = {A: "a", B: "b", C: "c", RHO: "rho", inv_sab: "inv_sab"}
+    dc_form = sp.diff(rho_form, C) + sp.diff(rho_form, RHO) * inv_sab
+    what = f" of {title}" if title else ""
+    parts = [
+        function_source(f"_{prefix}_form", ["a", "b", "c"], rho_form, names, result=_SHAPE3, prelude=[
+            "sab = jnp.sqrt(a * b)",
+            "rho = jnp.where(sab > 0, jnp.clip(c / jnp.where(sab > 0, sab, 1.0), -1.0, 1.0), 0.0)"]),
+        f"""def {prefix}(a, b, c):
+    \"\"\"E[f(u) g(v)]{what}, (u, v) ~ N(0, [[a, c], [c, b]]).\"\"\"
+    exact = _{prefix}_form(a, b, c)
+    floored = _{prefix}_form(jnp.maximum(a, {_TINY!r}), jnp.maximum(b, {_TINY!r}), c)
+    return jnp.where(jnp.isfinite(exact), exact, floored)
+""",
+        function_source(f"{prefix}_dc", ["a", "b", "c"], dc_form, names, result=_SHAPE3,
+                        doc=f"d/dc E[f(u) g(v)]{what} (Price: E[f'(u) g'(v)]).", prelude=[
+                            f"a = jnp.maximum(a, {_TINY!r})",
+                            f"b = jnp.maximum(b, {_TINY!r})",
+                            "sab = jnp.sqrt(a * b)",
+                            "rho = jnp.clip(c / sab, -1.0, 1.0)",
+                            "inv_sab = 1.0 / sab"]),
+        function_source(f"{prefix}_one_point", ["a"], one_point, {A: "a"}, result="jnp.broadcast_to({}, jnp.shape(a))",
+                        doc=f"E[f(u) g(u)]{what}, u ~ N(0, a).", prelude=[f"a = jnp.maximum(a, {_TINY!r})"]),
+    ]
+    return "\n\n".join(parts)
+
+
+def exec_functions(source: str, prefix: str) -> dict:
+    """Run generated ``source`` and return its jitted ``pair``, ``dc`` and ``one_point`` functions,
+    and ``positive``, the pair form for ``a, b > 0`` only (one evaluation instead of two)."""
     from ._jax import jax, jnp, jsp
 
-    names = {A: "a", B: "b", C: "c", RHO: "rho"}
-    dc_form = sp.diff(rho_form, C) + sp.diff(rho_form, RHO) * sp.Symbol("inv_sab")
-    names[sp.Symbol("inv_sab")] = "inv_sab"
-    body = jax_source(rho_form, names)
-    dc_body = jax_source(dc_form, names)
-    one_body = jax_source(one_point, {A: "a"})
-    source = f'''
-def _pair(a, b, c):
-    sab = jnp.sqrt(a * b)
-    rho = jnp.where(sab > 0, jnp.clip(c / jnp.where(sab > 0, sab, 1.0), -1.0, 1.0), 0.0)
-    return jnp.broadcast_to({body}, jnp.broadcast_shapes(jnp.shape(a), jnp.shape(b), jnp.shape(c)))
-
-def pair(a, b, c):
-    # a or b = 0: the exact form where it is finite (a^(m/2) = 0 exactly), else the limit a -> 0+
-    exact = _pair(a, b, c)
-    floored = _pair(jnp.maximum(a, {_TINY!r}), jnp.maximum(b, {_TINY!r}), c)
-    return jnp.where(jnp.isfinite(exact), exact, floored)
-
-def dc(a, b, c):
-    a = jnp.maximum(a, {_TINY!r}); b = jnp.maximum(b, {_TINY!r})
-    sab = jnp.sqrt(a * b)
-    rho = jnp.clip(c / sab, -1.0, 1.0)
-    inv_sab = 1.0 / sab
-    return jnp.broadcast_to({dc_body}, jnp.broadcast_shapes(jnp.shape(a), jnp.shape(b), jnp.shape(c)))
-
-def one_point(a):
-    a = jnp.maximum(a, {_TINY!r})
-    return jnp.broadcast_to({one_body}, jnp.shape(a))
-'''
-    namespace = {"jnp": jnp, "jsp": jsp}
-    exec(compile(source, "<dekc expectation>", "exec"), namespace)  # source printed by dekc.printer
-    return {name: jax.jit(namespace[name]) for name in ("pair", "dc", "one_point")} | {"source": source}
+    namespace = {"jax": jax, "jnp": jnp, "jsp": jsp}
+    exec(compile(source, f"<dekc {prefix}>", "exec"), namespace)  # source printed by dekc.printer
+    return {"pair": jax.jit(namespace[prefix]), "dc": jax.jit(namespace[f"{prefix}_dc"]),
+            "one_point": jax.jit(namespace[f"{prefix}_one_point"]),
+            "positive": jax.jit(namespace[f"_{prefix}_form"])}
 
 
 def _apply(fn, *args):

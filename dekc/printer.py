@@ -5,12 +5,17 @@ entry; anything else raises :class:`UnprintableError`, so no expression silently
 ``math`` or ``mpmath`` (which break under ``jit``). Safety rules:
 
 * ``asin``/``acos`` clip their argument to ``[-1, 1]`` (rounding can push ``c/√(ab)`` past 1);
-* ``Piecewise`` prints as nested ``jnp.where``; each branch's argument is not guarded here —
-  callers that need NaN-free gradients through branches use :func:`safe_piecewise` forms;
+* ``Piecewise`` prints with the double-``where`` pattern: inside each branch every variable is
+  replaced by ``jnp.where(cond, x, x_safe)`` with ``x_safe`` a point where the branch is valid, so
+  the branch not taken is evaluated at a harmless point and cannot poison values or gradients
+  (``jnp.where(x > 0, sqrt(x), 0)`` alone has a NaN gradient at ``x = 0``);
 * ``Heaviside(x)`` prints as ``jnp.heaviside(x, 0.5)`` (the sympy convention ``H(0) = 1/2``).
 """
 
 from __future__ import annotations
+
+import itertools
+import math
 
 import sympy as sp
 
@@ -95,7 +100,7 @@ class JaxPrinter:
             return out
         if isinstance(e, sp.Piecewise):
             return self._piecewise(list(e.args))
-        if isinstance(e, sp.Relational):
+        if isinstance(e, sp.core.relational.Relational):
             ops = {sp.StrictLessThan: "<", sp.LessThan: "<=", sp.StrictGreaterThan: ">",
                    sp.GreaterThan: ">=", sp.Equality: "==", sp.Unequality: "!="}
             return f"({self._print(e.lhs)} {ops[type(e)]} {self._print(e.rhs)})"
@@ -103,6 +108,8 @@ class JaxPrinter:
             return "(" + " & ".join(self._print(a) for a in e.args) + ")"
         if isinstance(e, sp.Or):
             return "(" + " | ".join(self._print(a) for a in e.args) + ")"
+        if isinstance(e, sp.Not):
+            return f"(~{self._print(e.args[0])})"
         raise UnprintableError(f"no JAX translation for {type(e).__name__} in {e}")
 
     def _pow(self, e: sp.Pow) -> str:
@@ -123,13 +130,74 @@ class JaxPrinter:
             return f"(jnp.sqrt({b}) ** {int(exp.p)})"
         return f"jnp.power({b}, {self._print(exp)})"
 
-    def _piecewise(self, pieces) -> str:
+    def _piecewise(self, pieces, taken=()) -> str:
+        """``taken``: conditions of earlier branches (all false in this one)."""
         (value, cond), rest = pieces[0], pieces[1:]
+        valid = sp.And(*(sp.Not(t) for t in taken), cond)
         if cond is sp.true or not rest:
+            return self._guarded(value, valid)
+        return (f"jnp.where({self._print(cond)}, {self._guarded(value, valid)}, "
+                f"{self._piecewise(rest, taken + (cond,))})")
+
+    def _guarded(self, value, valid) -> str:
+        """``value`` with its variables moved to a safe point where ``valid`` is false."""
+        if valid is sp.true or not value.free_symbols:
             return self._print(value)
-        return f"jnp.where({self._print(cond)}, {self._print(value)}, {self._piecewise(rest)})"
+        safe = _safe_point(value, valid)
+        if safe is None:  # no safe point found: the branch is evaluated as is
+            return self._print(value)
+        condition = self._print(valid)
+        guarded = {s: f"jnp.where({condition}, {self._print(s)}, {float(x)!r})" for s, x in safe.items()}
+        return JaxPrinter({**self.names, **guarded}).doprint(value)
+
+
+_SAFE_CANDIDATES = (1.0, -1.0, 0.5, -0.5, 2.0, -2.0, 0.0, 4.0, -4.0, 0.25, -0.25, 10.0, -10.0)
+
+
+def _safe_point(value, valid):
+    """A point (one value per free symbol, tried jointly) where ``valid`` holds and ``value`` is finite."""
+    symbols = sorted(value.free_symbols | valid.free_symbols, key=str)
+    if len(symbols) > 3:
+        return None
+    for combo in itertools.product(_SAFE_CANDIDATES, repeat=len(symbols)):
+        point = dict(zip(symbols, (sp.Float(x) for x in combo)))
+        try:
+            if valid.subs(point) is not sp.true:
+                continue
+            number = complex(value.subs(point).evalf())
+        except (TypeError, ValueError, ZeroDivisionError):
+            continue
+        if number.imag == 0 and math.isfinite(number.real):
+            return dict(zip(symbols, combo))
+    return None
 
 
 def jax_source(expr, names: dict) -> str:
     """Source of a Python expression for ``expr``; ``names`` maps symbols to variable names."""
     return JaxPrinter(names).doprint(expr)
+
+
+def function_source(name: str, args: list[str], expr, names: dict, *, prelude=(), doc: str = "",
+                    result: str = "{}") -> str:
+    """Source of ``def name(*args)`` returning ``expr`` (or a tuple of expressions).
+
+    Repeated subexpressions become temporaries ``_t0, _t1, ...`` (``sympy.cse``), except in
+    expressions with ``Piecewise``, whose branches must stay guarded (see :meth:`JaxPrinter._guarded`).
+    ``prelude`` lines run first (argument guards); ``doc`` becomes the docstring; ``result``
+    formats the returned expression (e.g. a broadcast).
+    """
+    several = isinstance(expr, (tuple, list))
+    exprs = [sp.sympify(e) for e in (expr if several else [expr])]
+    lines = [f"def {name}({', '.join(args)}):"]
+    if doc:
+        lines.append(f'    """{doc}"""')
+    lines += [f"    {line}" for line in prelude]
+    names = dict(names)
+    if not any(e.has(sp.Piecewise) for e in exprs):
+        temps, exprs = sp.cse(exprs, symbols=sp.numbered_symbols("_t"), optimizations="basic")
+        for symbol, sub in temps:
+            lines.append(f"    {symbol} = {jax_source(sub, names)}")
+            names[symbol] = str(symbol)
+    printed = [result.format(jax_source(e, names)) for e in exprs]
+    lines.append(f"    return {', '.join(printed) if several else printed[0]}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,639 @@
+"""The DEKer runtime: compiled kernels, input moments, the fixed-point and T-step solvers.
+
+For inputs ``x̃ = (input_scale·x, bias)`` and a feature map ``f`` the input moments are
+``c(x, x') = s² E[f(w) f(w')]`` and ``μ(x) = s E[f(w)]`` (SPEC §1), computed by the same
+expectation engine (``c(x, x)`` by the one-point form). The kernel is then, entry by entry,
+
+* the diagonal ``a = D(a)`` (a scalar problem per input), and
+* every off-diagonal entry ``p = G(p; a, b, c, μ, μ')`` as its own scalar problem,
+
+solved vectorised in fixed-size chunks (memory O(n²) for the result plus O(chunk)).
+
+**Fixed point** (``steps=None``): a safeguarded Newton iteration that returns the root the plain
+iteration reaches from ``psi0``. Each entry keeps a bracket: where ``G(p) > p`` the iteration
+moves up, so the root it reaches lies above ``p`` (``lo = p``), and below where ``G(p) < p``
+(``hi = p``). A Newton step is taken only when ``G'(p) < 1`` (it then moves in the direction of
+the iteration) and lands inside the bracket; otherwise the plain step ``G(p)`` (or the bracket
+midpoint). Every root found this way has ``G − p`` decreasing through it, i.e. ``G' ≤ 1``: a
+repelling root (``G' > 1``, such as full correlation under a Heaviside ``ρ``) is never returned.
+An entry has converged when a Newton step is below ``1e-9`` of its scale (``√(ab)`` off the
+diagonal, ``a`` on it); convergence is quadratic, so the value after that step is exact to
+rounding: ``|G(p) − p| ≤ 1e-13·scale`` is tested.
+
+**Gradients** with respect to ``lam``, ``feature_scale``, ``input_scale`` and ``bias`` use the
+implicit function theorem at the fixed point, ``dp/dθ = (∂G/∂θ)/(1 − ∂G/∂p)``, implemented as
+one Newton correction whose denominator is held constant: the solver's loop is never unrolled.
+
+**Identical inputs** (equal ``x̃`` rows; equal moments in :meth:`Kernel.from_moments`) get the
+diagonal value; ``diagonal="limit"`` solves the off-diagonal equation there instead, starting
+just below full correlation, which gives ``lim_{x'→x} k(x, x')`` (SPEC §2).
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+import numpy as np
+import sympy as sp
+
+from . import codegen
+from ._jax import jax, jnp
+from .errors import ConvergenceError, DekcError, DekcWarning
+from .expectations import gaussian_expectation
+from .expressions import as_eta_expression
+from .links import link as derive_link
+from .registry import family as lookup_family
+
+#: an entry has converged once a Newton step is below this fraction of its scale: convergence is
+#: quadratic, so the value after that step is accurate to rounding (|G(p) − p| ≤ 1e-13·scale is tested)
+STEP_TOL = 1e-9
+#: or once its bracket is this narrow (when Newton is not usable)
+BRACKET_TOL = 1e-14
+MAX_ITER = 200
+_ESCAPE = 1e150  # iterates beyond this are diverging
+_LIMIT_START = 1 - 1e-6  # diagonal="limit": start just below full correlation
+_CHUNK = 1 << 17
+_MIN_COMPACT = 256
+_DOT_COLUMNS = 64
+
+
+class InputError(DekcError, ValueError):
+    """An argument of ``gram``/``from_moments`` has the wrong shape, type or value."""
+
+
+def _is_traced(*values) -> bool:
+    return any(isinstance(v, jax.core.Tracer) for v in values)
+
+
+def _pow2_at_least(n: int) -> int:
+    return 1 << max(0, int(n - 1).bit_length())
+
+
+# -- solvers ---------------------------------------------------------------------------------------
+
+def _newton_iteration(step, p, lo, hi, scale):
+    """One safeguarded Newton iteration for ``p = G(p)``, elementwise (see the module docstring).
+
+    ``step(p) -> (G(p), G'(p))``. Returns ``(p, lo, hi, converged)``. Converged entries need no
+    masking: a Newton step at a root moves them by rounding only.
+    """
+    g, dg = step(p)
+    F = g - p
+    lo = jnp.where(F > 0, jnp.maximum(lo, p), lo)
+    hi = jnp.where(F < 0, jnp.minimum(hi, p), hi)
+    slope = dg - 1.0
+    newton = p - F / jnp.where(slope < 0, slope, -1.0)
+    # G' may be infinite where it is legitimately so (full correlation under a Heaviside ρ):
+    # Newton is then skipped for the plain step (or the bracket's midpoint)
+    use_newton = (slope < 0) & (newton >= lo) & (newton <= hi)
+    middle = jnp.where(hi < jnp.inf, 0.5 * (lo + hi), g)
+    new = jnp.where(use_newton, newton, jnp.where((g > lo) & (g < hi), g, middle))
+    new = jnp.where(F == 0, p, new)
+    small = jnp.abs(new - p) <= STEP_TOL * scale
+    converged = (F == 0) | (small & use_newton) | (hi - lo <= BRACKET_TOL * scale)
+    return new, lo, hi, converged
+
+
+_UNROLL = 2  # iterations per compiled call
+
+
+def _iterate(step, state, scale):
+    p, lo, hi = state
+    for _ in range(_UNROLL):
+        p, lo, hi, converged = _newton_iteration(step, p, lo, hi, scale)
+    broken = ~jnp.isfinite(p) | (jnp.abs(p) > _ESCAPE)
+    finished = converged | broken
+    return (p, lo, hi), finished, broken, jnp.sum(~finished)
+
+
+@functools.partial(jax.jit, static_argnums=0, donate_argnums=1)
+def _pair_iteration(step, state, a, b, c, mux, muy, lam):
+    sab = jnp.maximum(jnp.sqrt(a * b), 1e-300)
+    return _iterate(lambda p: step(p, a, b, c, mux, muy, lam), state, sab)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _diagonal_iteration(step, state, cd, mu, lam):
+    return _iterate(lambda a: step(a, cd, mu, lam), state, jnp.maximum(jnp.abs(state[0]), 1e-300))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _loop(iteration, step, state, *args):
+    """The iteration under tracing: a ``while_loop`` (its iterations are never differentiated)."""
+    def cond(carry):
+        return (carry[3] < MAX_ITER) & jnp.any(~carry[1])
+
+    def body(carry):
+        new, finished, broken, _ = iteration(step, carry[0], *args)
+        return new, finished, broken, carry[3] + _UNROLL
+
+    p = state[0]
+    init = (state, jnp.zeros(p.shape, bool), jnp.zeros(p.shape, bool), jnp.asarray(0))
+    return jax.lax.while_loop(cond, body, init)
+
+
+def _newton(iteration, step, p0, lo, hi, args, traced):
+    """Iterate from ``p0`` until every entry has converged or failed. Returns ``(p, status)``:
+    0 converged, 1 diverged or non-finite, 2 out of iterations.
+
+    Eagerly, every few iterations are one compiled call over the whole chunk (top-level XLA
+    fusions use every core, loop bodies do not), and entries that have finished leave the
+    arrays: once at most a quarter is still active, the rest are gathered into a smaller
+    power-of-two size (few compiled shapes). Under tracing, a ``while_loop``.
+    """
+    state = (p0, lo, hi)
+    if traced:
+        (p, _, _), finished, broken, _ = _loop(iteration, step, state, *args)
+        return p, jnp.where(finished & ~broken, 0, jnp.where(broken, 1, 2))
+    size = p0.shape[0]
+    where = np.arange(size)  # position in the caller's arrays of each working entry
+    p_out, status_out = np.empty(size), np.full(size, 2)
+    args = [jnp.broadcast_to(x, p0.shape) if np.ndim(x) else x for x in args]
+    for _ in range(0, MAX_ITER, _UNROLL):
+        state, finished, broken, active = iteration(step, state, *args)
+        active = int(active)
+        n = state[0].shape[0]
+        if active == 0 or (active <= n // 4 and n > _MIN_COMPACT):
+            p, finished, broken = np.asarray(state[0]), np.asarray(finished), np.asarray(broken)
+            p_out[where[finished]] = p[finished]
+            status_out[where[finished]] = np.where(broken[finished], 1, 0)
+            if active == 0:
+                break
+            keep = np.flatnonzero(~finished)
+            keep = np.concatenate([keep, np.full(max(_MIN_COMPACT, _pow2_at_least(active)) - active, keep[0])])
+            state = tuple(np.asarray(x)[keep] for x in state)  # numpy gathers: no dispatch overhead
+            args = [np.asarray(x)[keep] if np.ndim(x) else x for x in args]
+            where = where[keep]  # padding repeats an active entry: it writes the same value
+    else:
+        p, finished = np.asarray(state[0]), np.asarray(finished)
+        p_out[where[~finished]] = p[~finished]
+    return jnp.asarray(p_out), jnp.asarray(status_out)
+
+
+def _implicit(step, p_star):
+    """``p*`` with the derivative ``(∂G/∂θ)/(1 − G')`` attached (one Newton correction, frozen slope)."""
+    p = jax.lax.stop_gradient(p_star)
+    g, dg = step(p)
+    slope = jax.lax.stop_gradient(1.0 - dg)
+    return p + (g - p) / jnp.where(slope == 0, 1.0, slope)
+
+
+# -- the compiled kernel ---------------------------------------------------------------------------
+
+class Kernel:
+    """A compiled DEKer. Build it with :func:`compile_kernel`.
+
+    Attributes: ``family`` (name), ``sigma``, ``rho``, ``R`` (sympy in ``eta``), ``methods``
+    (``{"sigma,sigma": "closed-form", ...}``), ``error_bounds``, ``source`` (the generated
+    module's text), ``path`` (its cache file), ``module`` (the imported module).
+    """
+
+    def __init__(self, module, path, source: str, link_factory, link=None):
+        self.module = module
+        self.path = path
+        self.source = source
+        self.methods = dict(module.METHODS)
+        self.error_bounds = dict(module.ERROR_BOUNDS)
+        self.family = module.METADATA["family"]
+        self._link_factory = link_factory
+        self._link = link
+        self._pair_step = jax.jit(module.update_and_dp)
+        self._diag_step = jax.jit(module.diagonal_update_and_da)
+        self._chunk = max(256, min(_CHUNK, (1 << 22) // max(1, module.NODES_PER_ENTRY)))
+
+    # -- link data (derived again lazily when the module came from the cache) --------------------
+    @property
+    def link(self):
+        if self._link is None:
+            self._link = self._link_factory()
+        return self._link
+
+    sigma = property(lambda self: self.link.sigma, doc="The activation σ = (A∘R)' (sympy, in eta).")
+    rho = property(lambda self: self.link.rho, doc="ρ = R' (sympy, in eta).")
+    R = property(lambda self: self.link.R, doc="The link reparameterisation R (sympy, in eta).")
+
+    def __repr__(self) -> str:
+        meta = self.module.METADATA
+        return f"Kernel({self.family}, {meta['route']}={meta['spec']!r}, methods={self.methods})"
+
+    @functools.cached_property
+    def lambda_bound(self):
+        """``√(lim_{a→∞} E σ(u)²/a)``: the diagonal iteration diverges from large starts for
+        smaller ``λ``; ``None`` when ``σ`` grows faster than linearly (no ``λ`` is enough)."""
+        a = jnp.asarray([1e6, 1e8])
+        ratio = np.asarray(self.module.K_sigma_sigma_one_point(a)) / np.asarray(a)
+        if np.all(np.isfinite(ratio)) and abs(ratio[1] - ratio[0]) <= 1e-3 * max(abs(ratio[1]), 1e-300):
+            return float(np.sqrt(ratio[1]))
+        return None
+
+    # -- public entry points ----------------------------------------------------------------------
+    def gram(self, X, Y=None, *, lam=2.0, feature_scale=1.0, input_scale=1.0, bias=0.0, features="relu",
+             steps=None, psi0="input", diagonal="exact"):
+        """The DEKer Gram matrix ``k(X_i, Y_j)`` (``Y = X`` when omitted).
+
+        ``features`` is the data feature map ``f`` (shorthand, expression in ``eta``); the
+        input moments use ``x̃ = (input_scale·x, bias)`` and feature scale ``s``.
+        ``steps=None`` gives the fixed point, ``steps=T`` the ``T``-step kernel from ``psi0``
+        (``"input"``: ``x̃·x̃'``, ``"constant"``: 1, or an ``(n, n)`` array when ``Y`` is omitted).
+        ``diagonal="exact"`` gives identical inputs the diagonal value, ``"limit"`` the
+        continuous part. Returns a float64 numpy array ``(n, m)`` (a JAX array under tracing).
+        """
+        traced = _is_traced(X, Y, lam, feature_scale, input_scale, bias, psi0)
+        X = _matrix(X, "X", traced)
+        symmetric = Y is None
+        Y = X if symmetric else _matrix(Y, "Y", traced)
+        if X.shape[1] != Y.shape[1]:
+            raise InputError(f"X has {X.shape[1]} columns and Y has {Y.shape[1]}; they must match")
+        _check_options(steps, diagonal)
+        lam = _positive(lam, "lam", traced)
+        Ef = _feature_expectations(features)
+        xt = _augment(X, input_scale, bias)
+        yt = xt if symmetric else _augment(Y, input_scale, bias)
+        nx, ny = jnp.sum(xt * xt, axis=1), jnp.sum(yt * yt, axis=1)
+        # x̃·ỹ entry by entry from the rows for few columns (no n × m temporary, and every entry
+        # is computed the same way whichever matrix it belongs to); as a matrix product otherwise
+        gx = (xt, yt) if xt.shape[1] <= _DOT_COLUMNS else xt @ yt.T
+        s2 = jnp.square(feature_scale)
+        cdx, cdy = s2 * Ef["ff"].one_point(nx), s2 * Ef["ff"].one_point(ny)
+        mux, muy = feature_scale * Ef["f1"].one_point(nx), feature_scale * Ef["f1"].one_point(ny)
+        entries = (Ef["entries"], (*_row_ids(xt, yt, symmetric), nx, ny, gx, cdx, s2))
+        start = _start(psi0, nx, ny, gx, symmetric, X.shape[0])
+        return self._solve(cdx, cdy, mux, muy, entries, start, lam, steps, diagonal, symmetric,
+                           traced, (X.shape[0], Y.shape[0]))
+
+    def from_moments(self, c, mu, *, lam=2.0, steps=None, psi0="constant", diagonal="exact"):
+        """The same kernel from input moments: ``c`` ``(n, n)`` PSD and ``mu`` ``(n,)``.
+
+        Entries with ``c_ij = c_ii = c_jj`` and ``μ_i = μ_j`` are identical inputs (diagonal
+        value). ``psi0`` is ``"constant"`` (every entry 1) or an ``(n, n)`` array.
+        """
+        traced = _is_traced(c, mu, lam, psi0)
+        c = _moments(c, mu, traced)
+        mu = jnp.asarray(mu, dtype=jnp.float64)
+        _check_options(steps, diagonal)
+        lam = _positive(lam, "lam", traced)
+        n = c.shape[0]
+        cd = jnp.diagonal(c)
+        if isinstance(psi0, str) and psi0 == "input":
+            raise InputError("psi0='input' needs the inputs x̃; from_moments takes psi0='constant' or an (n, n) array")
+        start = _start(psi0, None, None, None, True, n)
+        return self._solve(cd, cd, mu, mu, (_moment_entries, (c, cd, mu)), start, lam, steps, diagonal, True,
+                           traced, (n, n))
+
+    # -- the solver -------------------------------------------------------------------------------
+    def _solve(self, cdx, cdy, mux, muy, entries, start, lam, steps, diagonal, symmetric, traced, shape):
+        """Diagonal first, then every entry ``(i, j)`` (``i ≤ j`` when symmetric) in chunks."""
+        n, m = shape
+        (a0x, a0y), (corr_fn, corr_args) = start
+        entries_fn, entries_args = entries
+        ax = self._diagonal(a0x, cdx, mux, lam, steps, traced, "X")
+        ay = ax if symmetric else self._diagonal(a0y, cdy, muy, lam, steps, traced, "Y")
+        total = n * (n + 1) // 2 if symmetric else n * m
+        chunk = min(self._chunk, _pow2_at_least(total))
+        pieces = []
+        out = jnp.zeros(shape) if traced else np.empty(shape)
+        values = []
+        limit = diagonal == "limit" and steps is None
+        for lo in range(0, total, chunk):
+            i, j = _entries_of(lo, min(lo + chunk, total), n, m, symmetric)
+            k = i.size
+            if k < chunk:  # pad with the first entry: one compiled shape for every chunk
+                i, j = np.concatenate([i, np.full(chunk - k, i[0])]), np.concatenate([j, np.full(chunk - k, j[0])])
+            problem = _prepare(entries_fn, corr_fn, limit, i, j, ax if steps else ax[-1], ay if steps else ay[-1],
+                               mux, muy, entries_args, corr_args)
+            if steps is None:
+                v = self._fixed_chunk(problem, lam, diagonal, traced, i, j)
+            else:
+                v = self._steps_chunk(problem, lam, steps, traced, i, j)
+            v = v[:k]
+            if traced:
+                values.append(v)
+                pieces.append((i[:k], j[:k]))
+            else:
+                _write(out, i[:k], j[:k], np.asarray(v), symmetric)
+        if traced:
+            v = jnp.concatenate(values)
+            rows, cols = (np.concatenate(idx) for idx in zip(*pieces))
+            out = out.at[rows, cols].set(v)
+            if symmetric:
+                out = out.at[cols, rows].set(v)
+        return out
+
+    def _diagonal(self, a0, cd, mu, lam, steps, traced, which):
+        """Diagonal values: the fixed point ``(1, n)`` or the trajectory ``(steps + 1, n)``."""
+        if steps is not None:
+            traj = _diagonal_steps(self.module.diagonal_update, steps, a0, cd, mu, lam)
+            if not traced:
+                _raise_nonfinite(traj[-1], which, "diagonal", lam, steps, self.lambda_bound)
+            return traj
+        sg = jax.lax.stop_gradient
+        start = jnp.maximum(sg(a0), 0.0)
+        a, status = _newton(_diagonal_iteration, self._diag_step, start, jnp.zeros_like(start),
+                            jnp.full_like(start, jnp.inf), (sg(cd), sg(mu), sg(lam)), traced)
+        if not traced:
+            self._report(status, a0=a0, which=which, lam=lam, cd=cd, mu=mu)
+            return a[None, :]
+        a = jnp.where(status == 0, a, jnp.nan)
+        return _implicit(lambda t: self._diag_step(t, cd, mu, lam), a)[None, :]
+
+    def _fixed_chunk(self, problem, lam, diagonal, traced, i, j):
+        a, b, c, c_s, mux, muy, p0, same = problem
+        sg = jax.lax.stop_gradient
+        sab = sg(jnp.sqrt(a * b))
+        p, status = _newton(_pair_iteration, self._pair_step, sg(p0), -sab, sab,
+                            (sg(a), sg(b), sg(c_s), sg(mux), sg(muy), sg(lam)), traced)
+        if not traced:
+            self._report(status, a=a, b=b, c=c, mux=mux, muy=muy, lam=lam, i=i, j=j)
+        else:
+            p = jnp.where(status == 0, p, jnp.nan)
+            p = _implicit(lambda q: self._pair_step(q, a, b, c_s, mux, muy, lam), p)
+        p = jnp.where((a > 0) & (b > 0), p, 0.0)  # Ψ(x, x) = 0 means z(x) = 0
+        return jnp.where(same, a, p) if diagonal == "exact" else p
+
+    def _steps_chunk(self, problem, lam, steps, traced, i, j):
+        p = _pair_steps(self.module.update, steps, *problem, lam)
+        if not traced:
+            bad = ~np.isfinite(np.asarray(p))
+            if bad.any():
+                k = int(np.argmax(bad))
+                raise ConvergenceError(f"the {steps}-step kernel overflows at entry ({i[k]}, {j[k]}) with lam = "
+                                       f"{float(lam)}: use fewer steps, a larger lam or a smaller psi0")
+        return p
+
+    def _report(self, status, *, lam, i=None, j=None, **values):
+        status = np.asarray(status)
+        if not np.any(status):
+            return
+        k = int(np.argmax(status != 0))
+        what = "diverges" if status[k] == 1 else f"does not converge in {MAX_ITER} iterations"
+        bound = self.lambda_bound
+        hint = (f"the diagonal iteration needs lam > {bound:.6g} to stay bounded for every start"
+                if bound is not None else "sigma grows faster than linearly: no lam bounds the iteration from every start")
+        which = values.pop("which", "X")
+        pick = {key: float(np.asarray(v)[k]) if np.ndim(v) else float(v) for key, v in values.items()}
+        if i is None:
+            where = f"diagonal entry {k} of {which}"
+            detail = f"start a0 = {pick['a0']:.6g}, c(x, x) = {pick['cd']:.6g}, mu = {pick['mu']:.6g}"
+        else:
+            where = f"entry ({int(i[k])}, {int(j[k])})"
+            detail = (f"a = {pick['a']:.6g}, b = {pick['b']:.6g}, c = {pick['c']:.6g}, mu(x) = {pick['mux']:.6g}, "
+                      f"mu(x') = {pick['muy']:.6g}")
+        raise ConvergenceError(f"the fixed-point iteration {what} at {where} ({detail}, lam = {float(lam):.6g}); "
+                               f"{hint}. Try a larger lam, a smaller start (psi0) or a finite number of steps.")
+
+
+def _entries_of(start, stop, n, m, symmetric):
+    """Row and column indices of the flat entries ``start:stop`` in row-major order of the
+    upper triangle with its diagonal (``symmetric``) or of the whole ``n × m`` matrix."""
+    flat = np.arange(start, stop, dtype=np.int64)
+    if not symmetric:
+        return flat // m, flat % m
+    r = np.arange(n, dtype=np.int64)
+    offsets = r * n - r * (r - 1) // 2  # flat index of entry (r, r)
+    rows = np.searchsorted(offsets, flat, side="right") - 1
+    return rows, rows + (flat - offsets[rows])
+
+
+def _write(out, rows, cols, values, symmetric):
+    """``out[rows, cols] = values`` (and the mirror image) for indices in row-major order, by
+    contiguous row segments (much faster than fancy indexing)."""
+    cuts = np.flatnonzero(np.diff(rows)) + 1
+    for start, stop in zip(np.r_[0, cuts], np.r_[cuts, rows.size]):
+        r, c0, c1 = rows[start], cols[start], cols[stop - 1] + 1
+        out[r, c0:c1] = values[start:stop]
+        if symmetric:
+            out[c0:c1, r] = values[start:stop]
+
+
+# -- per-chunk compiled pieces ---------------------------------------------------------------------
+
+def _gram_entries(pair, i, j, same_x, same_y, nx, ny, gx, cdx, s2):
+    """``c(x_i, y_j)`` and whether the two inputs are identical.
+
+    ``same_x``, ``same_y`` are row ids (equal ids: equal ``x̃`` rows), or the ``x̃`` rows
+    themselves (compared entry by entry) when they are traced. ``pair`` is the feature pair form
+    for positive variances; a zero variance is floored at 1e-300 (the limit).
+    """
+    if same_x.ndim == 1:
+        same = same_x[i] == same_y[j]
+    else:
+        same = jnp.all(same_x[i] == same_y[j], axis=1)
+    # identical pairs take the one-point value; the pair form sees c = 0 there (its gradient at
+    # full correlation is infinite and would poison the where)
+    floor = 1e-300
+    c = jnp.where(same, cdx[i], s2 * pair(jnp.maximum(nx[i], floor), jnp.maximum(ny[j], floor),
+                                           jnp.where(same, 0.0, _dot(gx, i, j))))
+    return c, same
+
+
+def _dot(gx, i, j):
+    """``x̃_i·ỹ_j``: ``gx`` is the matrix of products or the pair of row matrices."""
+    if isinstance(gx, tuple):
+        return jnp.sum(gx[0][i] * gx[1][j], axis=1)
+    return gx[i, j]
+
+
+def _moment_entries(i, j, c, cd, mu):
+    same = (c[i, j] == cd[i]) & (cd[i] == cd[j]) & (mu[i] == mu[j])
+    return c[i, j], same
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _prepare(entries_fn, corr_fn, limit, i, j, ax, ay, mux, muy, entries_args, corr_args):
+    """The scalar problems of one chunk: ``(a, b, c, c for the solve, μ, μ', start, identical)``.
+
+    Identical inputs get a harmless problem (``c = μ = 0``, start 0) unless ``limit``, which
+    starts them just below full correlation.
+    """
+    c, same = entries_fn(i, j, *entries_args)
+    corr = corr_fn(i, j, *corr_args)
+    a, b = ax[..., i], ay[..., j]
+    mx, my = mux[i], muy[j]
+    if limit:
+        corr = jnp.where(same, jnp.minimum(corr, _LIMIT_START), corr)
+        c_s = c
+    else:
+        c_s, mx, my, corr = (jnp.where(same, 0.0, v) for v in (c, mx, my, corr))
+    if a.ndim == 2:  # T-step trajectories: start from the first row
+        return a, b, c_s, mx, my, corr * jnp.sqrt(a[0] * b[0]), same
+    return a, b, c, c_s, mx, my, corr * jnp.sqrt(a * b), same
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _diagonal_steps(update, steps, a0, cd, mu, lam):
+    traj = [a0]
+    for _ in range(steps):
+        traj.append(update(traj[-1], cd, mu, lam))
+    return jnp.stack(traj)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _pair_steps(update, steps, a, b, c, mux, muy, p0, same, lam):
+    """``steps`` iterations of the off-diagonal map along the diagonal trajectories ``a``, ``b``.
+
+    The T-step kernel is continuous in the inputs, so identical inputs take the diagonal
+    trajectory under either ``diagonal`` option.
+    """
+    p = p0
+    for t in range(steps):
+        p = update(p, a[t], b[t], c, mux, muy, lam)
+    return jnp.where(same, a[-1], p)
+
+
+# -- inputs ----------------------------------------------------------------------------------------
+
+def _matrix(X, name, traced):
+    X = jnp.asarray(X, dtype=jnp.float64) if traced else np.asarray(X, dtype=np.float64)
+    if X.ndim == 1:
+        X = X[:, None]
+    if X.ndim != 2 or X.shape[0] == 0:
+        raise InputError(f"{name} must be a non-empty (n, p) array of inputs, got shape {X.shape}")
+    if not traced and not np.all(np.isfinite(X)):
+        raise InputError(f"{name} contains NaN or infinite values; remove or impute them first")
+    return jnp.asarray(X)
+
+
+def _row_ids(xt, yt, symmetric):
+    """Integer ids with equal ids exactly for equal rows of ``x̃`` (rows themselves when traced)."""
+    if _is_traced(xt, yt):
+        return xt, yt
+    rows = np.asarray(xt) if symmetric else np.concatenate([np.asarray(xt), np.asarray(yt)])
+    ids = np.unique(rows, axis=0, return_inverse=True)[1].reshape(-1).astype(np.int32)
+    return (jnp.asarray(ids), jnp.asarray(ids)) if symmetric else (jnp.asarray(ids[:len(xt)]), jnp.asarray(ids[len(xt):]))
+
+
+def _augment(X, input_scale, bias):
+    """``x̃ = (input_scale·x, bias)``."""
+    return jnp.concatenate([input_scale * X, jnp.full((X.shape[0], 1), 1.0) * bias], axis=1)
+
+
+def _positive(value, name, traced):
+    if not traced:
+        if not np.isscalar(value) and np.ndim(value) != 0 or not np.isfinite(value) or value <= 0:
+            raise InputError(f"{name} must be a positive finite number, got {value!r}")
+        return float(value)
+    return value
+
+
+def _check_options(steps, diagonal):
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0):
+        raise InputError(f"steps must be None (the fixed point) or a non-negative integer, got {steps!r}")
+    if diagonal not in ("exact", "limit"):
+        raise InputError(f"diagonal must be 'exact' or 'limit', got {diagonal!r}")
+
+
+def _moments(c, mu, traced):
+    c_np = None if traced else np.asarray(c, dtype=np.float64)
+    if not traced:
+        mu_np = np.asarray(mu, dtype=np.float64)
+        if c_np.ndim != 2 or c_np.shape[0] != c_np.shape[1] or c_np.shape[0] == 0:
+            raise InputError(f"c must be a square (n, n) input kernel, got shape {c_np.shape}")
+        if mu_np.shape != (c_np.shape[0],):
+            raise InputError(f"mu must have shape ({c_np.shape[0]},) to match c, got {mu_np.shape}")
+        if not (np.all(np.isfinite(c_np)) and np.all(np.isfinite(mu_np))):
+            raise InputError("c and mu must be finite")
+        if not np.allclose(c_np, c_np.T, rtol=1e-12, atol=0):
+            raise InputError("c must be symmetric (an input kernel)")
+        d = np.diagonal(c_np)
+        if np.any(d < 0) or np.any(np.abs(c_np) > np.sqrt(np.outer(d, d)) * (1 + 1e-12) + 1e-300):
+            raise InputError("c is not positive semi-definite: need c_ii >= 0 and |c_ij| <= sqrt(c_ii c_jj)")
+        if np.any(mu_np**2 > d * (1 + 1e-12) + 1e-300):
+            raise InputError("mu(x)^2 exceeds c(x, x): c = s^2 E[f f'] and mu = s E[f] need mu^2 <= c (Jensen)")
+    return jnp.asarray(c, dtype=jnp.float64)
+
+
+def _input_correlation(i, j, nx, ny, gx):
+    norm = jnp.sqrt(nx[i] * ny[j])
+    return jnp.where(norm > 0, jnp.clip(_dot(gx, i, j) / jnp.where(norm > 0, norm, 1.0), -1.0, 1.0), 0.0)
+
+
+def _array_correlation(i, j, psi, d):
+    norm = jnp.sqrt(d[i] * d[j])
+    return jnp.where(norm > 0, jnp.clip(psi[i, j] / jnp.where(norm > 0, norm, 1.0), -1.0, 1.0), 0.0)
+
+
+def _unit_correlation(i, j):
+    return jnp.ones(i.shape)
+
+
+def _start(psi0, nx, ny, gx, symmetric, n):
+    """Diagonal starts ``(a0 for X, a0 for Y)`` and ``(function, arguments)`` giving the start
+    correlation of entries ``(i, j)``."""
+    if isinstance(psi0, str):
+        if psi0 == "constant":
+            ones = jnp.ones(n) if nx is None else jnp.ones_like(nx)
+            return (ones, ones if ny is None else jnp.ones_like(ny)), (_unit_correlation, ())
+        if psi0 == "input":
+            return (nx, ny), (_input_correlation, (nx, ny, gx))
+        raise InputError(f"psi0 must be 'input', 'constant' or an (n, n) array, got {psi0!r}")
+    if not symmetric:
+        raise InputError("an array psi0 needs the square Gram matrix (Y omitted): it must give Psi_0 for every pair")
+    psi = jnp.asarray(psi0, dtype=jnp.float64)
+    if psi.shape != (n, n):
+        raise InputError(f"psi0 must have shape ({n}, {n}), got {psi.shape}")
+    d = jnp.diagonal(psi)
+    return (d, d), (_array_correlation, (psi, d))
+
+
+def _raise_nonfinite(values, which, what, lam, steps, bound):
+    bad = ~np.isfinite(np.asarray(values))
+    if bad.any():
+        k = int(np.argmax(bad))
+        hint = f"lam > {bound:.6g} keeps it bounded" if bound is not None else "a smaller start may help"
+        raise ConvergenceError(f"the {steps}-step {what} overflows at entry {k} of {which} with lam = {float(lam)}: {hint}")
+
+
+@functools.lru_cache(maxsize=64)
+def _feature_expectations_cached(f):
+    ff = gaussian_expectation(f, f)
+    # one function object per feature map, so the compiled chunk preparation is reused
+    return {"ff": ff, "f1": gaussian_expectation(f, sp.Integer(1)),
+            "entries": functools.partial(_gram_entries, ff._functions["positive"])}
+
+
+def _feature_expectations(features):
+    return _feature_expectations_cached(as_eta_expression(features, what="features"))
+
+
+# -- compile ---------------------------------------------------------------------------------------
+
+def compile_kernel(family, reparam=None, activation=None, *, kappa=None, tol: float = 1e-9, cache: bool = True,
+                   **parameters) -> Kernel:
+    """Compile the DEKer for ``family`` with a link ``reparam=`` or an ``activation=``.
+
+    Runs link -> expectations -> code generation and imports the generated module. The module
+    is cached (see :mod:`dekc.codegen`) under a hash of the inputs; a cached kernel loads without
+    deriving anything. ``tol`` is the accuracy asked of quadrature-backed expectations.
+    ``cache=False`` regenerates and overwrites the cache file.
+    """
+    fam = lookup_family(family, **parameters)
+    if (reparam is None) == (activation is None):
+        derive_link(fam, reparam, activation)  # raises the link stage's error
+    route, spec = ("reparam", reparam) if reparam is not None else ("activation", activation)
+    spec_expr = as_eta_expression(spec, what=route)
+    metadata = {"family": fam.name, "route": route, "spec": str(spec_expr),
+                "kappa": None if kappa is None else str(kappa),
+                "parameters": {k: str(v) for k, v in fam.parameters.items()}}
+    digest = codegen.input_hash({**metadata, "A": str(fam.A), "domain": fam.domain_text, "theta": str(fam.theta),
+                                 "tol": tol})
+    path = codegen.cache_dir() / "kernels" / f"{fam.name}_{digest[:16]}.py"
+
+    def make_link():
+        return derive_link(fam, **{route: spec_expr}, kappa=kappa)
+
+    the_link = None
+    text = path.read_text(encoding="utf-8") if cache and path.exists() else None
+    if text is None or not codegen.is_complete(text, digest):
+        the_link = make_link()
+        text = codegen.build_source(the_link, tol=tol, digest=digest, metadata=metadata)
+        try:
+            codegen.write_atomic(path, text)
+        except OSError as exc:
+            fallback = codegen.cache_dir_fallback()
+            warnings.warn(f"cannot write the kernel cache {path} ({exc}); using {fallback}. Set DEKC_CACHE_DIR to a "
+                          "writable directory.", DekcWarning, stacklevel=2)
+            path = fallback / path.name
+            codegen.write_atomic(path, text)
+    module = codegen.import_module(path, digest)
+    return Kernel(module, path, text, make_link, the_link)
