@@ -3,6 +3,7 @@
 from ._version import __version__
 from .errors import ConvergenceError, DekcError, DekcWarning, ExpressionError, FamilyError, LinkError, UnknownFamilyError
 from . import reference
+from .baselines import NNGP, NTK, nngp, ntk
 from .expectations import GaussianExpectation, NoExpectationError, gaussian_expectation
 from .kernel import InputError, Kernel, compile_kernel
 from .links import Link, link
@@ -13,6 +14,10 @@ __all__ = [
     "ConvergenceError",
     "InputError",
     "Kernel",
+    "NNGP",
+    "NTK",
+    "nngp",
+    "ntk",
     "compile_kernel",
     "DekcError",
     "DekcWarning",

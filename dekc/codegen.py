@@ -23,6 +23,7 @@ partial one. The cache lives in ``$DEKC_CACHE_DIR``, else ``$XDG_CACHE_HOME/dekc
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -59,9 +60,21 @@ def cache_dir_fallback() -> Path:
     return Path(tempfile.gettempdir()) / f"dekc-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
 
 
+@functools.lru_cache(maxsize=1)
+def _generator_digest() -> str:
+    """SHA-256 of the stages that shape a generated module, so a changed generator never reuses
+    a stale cache file even within one dekc version."""
+    digest = hashlib.sha256()
+    for name in ("codegen", "printer", "expectations", "quadrature", "links", "expressions"):
+        digest.update((Path(__file__).parent / f"{name}.py").read_bytes())
+    return digest.hexdigest()
+
+
 def input_hash(fields: dict) -> str:
-    """SHA-256 of the compile inputs (family declaration, link spec, tolerances, dekc version)."""
-    text = json.dumps({**fields, "dekc": __version__, "format": FORMAT}, sort_keys=True, default=str)
+    """SHA-256 of the compile inputs (family declaration, link spec, tolerances) together with
+    the dekc version and the generator's own source."""
+    text = json.dumps({**fields, "dekc": __version__, "format": FORMAT, "generator": _generator_digest()},
+                      sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 

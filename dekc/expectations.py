@@ -340,12 +340,19 @@ def _rho_expr(expr: sp.Expr) -> sp.Expr:
 def _growth_check(f: sp.Expr, what: str) -> None:
     """Refuse functions that are not real and finite on ℝ or that grow like ``exp(x²)``."""
     fn = to_mpmath(f, ETA)
+
+    def evaluate(x, dps):
+        with mpmath.workdps(dps):
+            try:
+                return mpmath.mpmathify(fn(mpmath.mpf(x)))
+            except (ValueError, ZeroDivisionError, OverflowError, TypeError):
+                return mpmath.nan
+
     with mpmath.workdps(30):
         for x in (-1e4, -100, -3, -0.5, 0, 0.7, 2.5, 100, 1e4):  # 0 catches poles such as 1/eta
-            try:
-                value = mpmath.mpmathify(fn(mpmath.mpf(x)))
-            except (ValueError, ZeroDivisionError, OverflowError, TypeError):
-                value = mpmath.nan
+            value = evaluate(x, 30)
+            if not mpmath.isfinite(value):  # e.g. log(1 + e^x) at x = -1e4 needs ~|x|/ln 10 digits
+                value = evaluate(x, 50 + int(abs(x) / 2.3))
             if mpmath.isnan(value) or mpmath.im(value) != 0 or (abs(x) < 1e3 and not mpmath.isfinite(value)):
                 raise NoExpectationError(f"{what} {f} is not real and finite at eta = {x}; its Gaussian expectation is undefined")
             if abs(x) >= 1e3 and (not mpmath.isfinite(value) or mpmath.log(abs(value) + 1) / x**2 > 1e-3):

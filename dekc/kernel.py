@@ -200,7 +200,8 @@ class Kernel:
         self._link = link
         self._pair_step = jax.jit(module.update_and_dp)
         self._diag_step = jax.jit(module.diagonal_update_and_da)
-        self._chunk = max(256, min(_CHUNK, (1 << 22) // max(1, module.NODES_PER_ENTRY)))
+        # quadrature kernels evaluate NODES_PER_ENTRY points per entry: bound the chunk by 2^24 points
+        self._chunk = max(1, min(_CHUNK, (1 << 24) // max(1, module.NODES_PER_ENTRY)))
 
     # -- link data (derived again lazily when the module came from the cache) --------------------
     @property
@@ -217,15 +218,19 @@ class Kernel:
         meta = self.module.METADATA
         return f"Kernel({self.family}, {meta['route']}={meta['spec']!r}, methods={self.methods})"
 
-    @functools.cached_property
-    def lambda_bound(self):
-        """``√(lim_{a→∞} E σ(u)²/a)``: the diagonal iteration diverges from large starts for
-        smaller ``λ``; ``None`` when ``σ`` grows faster than linearly (no ``λ`` is enough)."""
+    def lambda_bound(self, c=1.0, mu=0.0):
+        """``√(lim_{a→∞} λ²D(a)/a)`` for an input with ``c(x, x) = c`` and ``μ(x) = mu``: for smaller
+        ``λ`` the diagonal iteration diverges from large starts. ``0.0`` when ``D`` grows slower
+        than ``a``; ``None`` when it grows faster (then no ``λ`` bounds it from every start)."""
+        m = self.module
         a = jnp.asarray([1e6, 1e8])
-        ratio = np.asarray(self.module.K_sigma_sigma_one_point(a)) / np.asarray(a)
-        if np.all(np.isfinite(ratio)) and abs(ratio[1] - ratio[0]) <= 1e-3 * max(abs(ratio[1]), 1e-300):
-            return float(np.sqrt(ratio[1]))
-        return None
+        growth = (m.K_sigma_sigma_one_point(a) - 2 * mu * m.K_sigma_rho_one_point(a) + c * m.K_rho_rho_one_point(a))
+        ratio = np.asarray(growth) / np.asarray(a)
+        if not np.all(np.isfinite(ratio)) or ratio[1] > 2 * abs(ratio[0]) + 1e-12:
+            return None
+        if abs(ratio[1]) <= 1e-12:
+            return 0.0
+        return float(np.sqrt(abs(ratio[1]))) if abs(ratio[1] - ratio[0]) <= 1e-3 * abs(ratio[1]) else None
 
     # -- public entry points ----------------------------------------------------------------------
     def gram(self, X, Y=None, *, lam=2.0, feature_scale=1.0, input_scale=1.0, bias=0.0, features="relu",
@@ -325,7 +330,7 @@ class Kernel:
         if steps is not None:
             traj = _diagonal_steps(self.module.diagonal_update, steps, a0, cd, mu, lam)
             if not traced:
-                _raise_nonfinite(traj[-1], which, "diagonal", lam, steps, self.lambda_bound)
+                _raise_nonfinite(traj[-1], which, "diagonal", lam, steps, self.lambda_bound())
             return traj
         sg = jax.lax.stop_gradient
         start = jnp.maximum(sg(a0), 0.0)
@@ -367,11 +372,16 @@ class Kernel:
             return
         k = int(np.argmax(status != 0))
         what = "diverges" if status[k] == 1 else f"does not converge in {MAX_ITER} iterations"
-        bound = self.lambda_bound
-        hint = (f"the diagonal iteration needs lam > {bound:.6g} to stay bounded for every start"
-                if bound is not None else "sigma grows faster than linearly: no lam bounds the iteration from every start")
         which = values.pop("which", "X")
         pick = {key: float(np.asarray(v)[k]) if np.ndim(v) else float(v) for key, v in values.items()}
+        bound = self.lambda_bound(pick.get("cd", pick.get("c", 1.0)), pick.get("mu", pick.get("mux", 0.0)))
+        if bound is None:
+            hint = "D(a) grows faster than a (sigma or rho grows faster than linearly): no lam bounds the iteration " \
+                   "from every start"
+        elif bound > 0:
+            hint = f"the diagonal iteration needs lam > {bound:.6g} to stay bounded for every start"
+        else:
+            hint = "the map has no fixed point reachable from this start"
         if i is None:
             where = f"diagonal entry {k} of {which}"
             detail = f"start a0 = {pick['a0']:.6g}, c(x, x) = {pick['cd']:.6g}, mu = {pick['mu']:.6g}"
@@ -462,10 +472,12 @@ def _prepare(entries_fn, corr_fn, limit, i, j, ax, ay, mux, muy, entries_args, c
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _diagonal_steps(update, steps, a0, cd, mu, lam):
-    traj = [a0]
-    for _ in range(steps):
-        traj.append(update(traj[-1], cd, mu, lam))
-    return jnp.stack(traj)
+    """The diagonal trajectory ``(steps + 1, n)`` from ``a0``."""
+    def step(a, _):
+        new = update(a, cd, mu, lam)
+        return new, new
+
+    return jnp.concatenate([a0[None], jax.lax.scan(step, a0, None, length=steps)[1]])
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -475,9 +487,7 @@ def _pair_steps(update, steps, a, b, c, mux, muy, p0, same, lam):
     The T-step kernel is continuous in the inputs, so identical inputs take the diagonal
     trajectory under either ``diagonal`` option.
     """
-    p = p0
-    for t in range(steps):
-        p = update(p, a[t], b[t], c, mux, muy, lam)
+    p = jax.lax.fori_loop(0, steps, lambda t, p: update(p, a[t], b[t], c, mux, muy, lam), p0)
     return jnp.where(same, a[-1], p)
 
 

@@ -9,6 +9,8 @@ entry; anything else raises :class:`UnprintableError`, so no expression silently
   replaced by ``jnp.where(cond, x, x_safe)`` with ``x_safe`` a point where the branch is valid, so
   the branch not taken is evaluated at a harmless point and cannot poison values or gradients
   (``jnp.where(x > 0, sqrt(x), 0)`` alone has a NaN gradient at ``x = 0``);
+* ``e^x/(1 + e^x)`` prints as ``expit(x)``, ``log(1 + e^x)`` as ``logaddexp(0, x)`` and ``log(1 + x)`` as
+  ``log1p(x)`` (no overflow or cancellation in the tails);
 * ``Heaviside(x)`` prints as ``jnp.heaviside(x, 0.5)`` (the sympy convention ``H(0) = 1/2``).
 """
 
@@ -53,7 +55,7 @@ class JaxPrinter:
         self.names = names or {}
 
     def doprint(self, expr) -> str:
-        return self._print(sp.sympify(expr))
+        return self._print(stabilise(sp.sympify(expr)))
 
     def _print(self, e) -> str:
         if e in self.names:
@@ -80,6 +82,12 @@ class JaxPrinter:
             return "(" + " * ".join(self._print(f) for f in e.args) + ")"
         if isinstance(e, sp.Pow):
             return self._pow(e)
+        if isinstance(e, _Expit):
+            return f"jsp.expit({self._print(e.args[0])})"
+        if isinstance(e, _Softplus):
+            return f"jnp.logaddexp(0.0, {self._print(e.args[0])})"
+        if isinstance(e, _Log1p):
+            return f"jnp.log1p({self._print(e.args[0])})"
         if type(e) in _UNARY:
             return f"{_UNARY[type(e)]}({self._print(e.args[0])})"
         if isinstance(e, sp.asin):
@@ -151,11 +159,53 @@ class JaxPrinter:
         return JaxPrinter({**self.names, **guarded}).doprint(value)
 
 
+class _Expit(sp.Function):
+    """Printing placeholder: ``e^x/(1 + e^x)`` evaluated as ``jsp.expit(x)`` (no inf/inf)."""
+
+
+class _Softplus(sp.Function):
+    """Printing placeholder: ``log(1 + e^x)`` evaluated as ``logaddexp(0, x)`` (no overflow or underflow)."""
+
+
+class _Log1p(sp.Function):
+    """Printing placeholder: ``log(1 + x)`` evaluated as ``log1p(x)``."""
+
+
+def stabilise(expr):
+    """Rewrite the numerically fragile forms above into their placeholders (before CSE, which
+    would otherwise split them apart)."""
+    def log_rule(arg):
+        rest = arg - 1
+        if arg.is_Add and 1 in arg.args:
+            return _Softplus(rest.args[0]) if isinstance(rest, sp.exp) else _Log1p(rest)
+        return sp.log(arg)
+
+    expr = expr.replace(lambda e: isinstance(e, sp.Mul), lambda e: sp.Mul(*_logistic(e.args), evaluate=False))
+    return expr.replace(lambda e: isinstance(e, sp.log), lambda e: log_rule(e.args[0]))
+
+
+def _logistic(factors):
+    """Pair each ``exp(x)`` with a ``(k·(exp(x) + 1))^(-1)`` among ``factors`` into ``expit(x)/k``."""
+    factors = list(factors)
+    for k, f in enumerate(factors):
+        if not isinstance(f, sp.exp):
+            continue
+        for m, g in enumerate(factors):
+            if isinstance(g, sp.Pow) and g.exp == -1 and g.base.is_Add:
+                coeff, rest = sp.factor_terms(g.base).as_coeff_Mul()
+                if rest == f + 1:
+                    kept = [h for i, h in enumerate(factors) if i not in (k, m)]
+                    return _logistic(kept + [_Expit(f.args[0]), sp.Integer(1) / coeff])
+    return factors
+
+
 _SAFE_CANDIDATES = (1.0, -1.0, 0.5, -0.5, 2.0, -2.0, 0.0, 4.0, -4.0, 0.25, -0.25, 10.0, -10.0)
 
 
 def _safe_point(value, valid):
     """A point (one value per free symbol, tried jointly) where ``valid`` holds and ``value`` is finite."""
+    value = value.replace(_Expit, lambda x: 1 / (1 + sp.exp(-x))).replace(
+        _Softplus, lambda x: sp.log(1 + sp.exp(x))).replace(_Log1p, lambda x: sp.log(1 + x))
     symbols = sorted(value.free_symbols | valid.free_symbols, key=str)
     if len(symbols) > 3:
         return None
@@ -187,7 +237,7 @@ def function_source(name: str, args: list[str], expr, names: dict, *, prelude=()
     formats the returned expression (e.g. a broadcast).
     """
     several = isinstance(expr, (tuple, list))
-    exprs = [sp.sympify(e) for e in (expr if several else [expr])]
+    exprs = [stabilise(sp.sympify(e)) for e in (expr if several else [expr])]
     lines = [f"def {name}({', '.join(args)}):"]
     if doc:
         lines.append(f'    """{doc}"""')

@@ -39,6 +39,7 @@ from .expectations import (
     CExp,
     Erf,
     Mono,
+    NoExpectationError,
     NotClosedForm,
     _MU,
     _SIGMA,
@@ -265,6 +266,11 @@ def {prefix}_one_point(a):
                 diff = jnp.stack([jnp.abs(fine(a[i], b[i], c[i]) - coarse(a[i], b[i], c[i]))
                                   for i in range(len(grid))]) / scale
             estimate = float(jnp.max(diff))
+            if not np.isfinite(estimate):
+                raise NoExpectationError(
+                    f"E[{self.f} * {self.g}] evaluates to NaN or infinity in float64 on the probe covariances "
+                    "(an intermediate overflows or cancels, e.g. exp(eta**2) against sqrt(exp(eta**2))); "
+                    "rewrite the expression in a numerically stable form")
             if estimate <= self.tol:
                 return n, estimate
             coarse = fine

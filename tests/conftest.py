@@ -1,4 +1,22 @@
+import os
+import tempfile
+
 import pytest
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update-golden", action="store_true", default=False,
+                     help="rewrite tests/golden/*.py from the current code generator")
+
+
+def pytest_configure(config):
+    # every test session compiles into its own fresh kernel cache (cold compiles are tested too)
+    os.environ["DEKC_CACHE_DIR"] = tempfile.mkdtemp(prefix="dekc-test-cache-")
+
+
+@pytest.fixture
+def update_golden(request):
+    return request.config.getoption("--update-golden")
 
 
 @pytest.fixture

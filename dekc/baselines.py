@@ -1,0 +1,153 @@
+"""Deep NNGP and NTK Gram functions: the baselines the DEKer is compared against (SPEC §7, 4.2).
+
+For a fully connected network with ``L`` hidden layers of activation ``σ``, weight variance
+``w`` and inputs ``x̃ = (input_scale·x, bias)``, the infinite-width kernels are
+
+    Σ⁰(x, x') = x̃·x̃'
+    Σ^{l+1}(x, x') = w E[σ(u) σ(v)]
+    Θ⁰ = Σ⁰,   Θ^{l+1} = Σ^{l+1} + w E[σ'(u) σ'(v)] Θ^l
+    (u, v) ~ N(0, [[Σ^l(x, x), Σ^l(x, x')], [Σ^l(x, x'), Σ^l(x', x')]])
+
+with NNGP ``= Σ^L`` and NTK ``= Θ^L``. Both expectations come from dekc's own engine
+(:func:`dekc.expectations.gaussian_expectation`): closed forms where they exist (ReLU: the
+arc-cosine kernels; erf: arcsine kernels), quadrature otherwise. ``σ'`` is the derivative in the
+sense of distributions, taken by sympy (ReLU' = Heaviside).
+
+Identical inputs (equal ``x̃`` rows) and the diagonal use the one-point forms
+``E[σ(u)²]``, ``u ~ N(0, Σ^l(x, x))``: at full correlation the pair form's gradient is infinite
+(and rounding could push ``c/√(ab)`` past 1), so there the pair form sees ``c = 0`` and its value
+is discarded.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import sympy as sp
+
+from ._jax import jnp
+from .expectations import gaussian_expectation
+from .expressions import ETA, as_eta_expression
+from .kernel import _DOT_COLUMNS, InputError, _augment, _dot, _is_traced, _matrix, _row_ids
+
+_TINY = 1e-300  # a zero variance (x̃ = 0) is evaluated at the limit a → 0⁺, as in dekc.kernel
+
+
+class NNGP:
+    """The deep NNGP Gram function ``K(X, Y=None, *, input_scale=1.0, bias=0.0) = Σ^L``.
+
+    ``Σ⁰(x, x') = x̃·x̃'`` with ``x̃ = (input_scale·x, bias)`` and
+    ``Σ^{l+1}(x, x') = w E[σ(u) σ(v)]``, ``(u, v) ~ N(0, [[Σ^l(x,x), Σ^l(x,x')], [Σ^l(x,x'), Σ^l(x',x')]])``
+    for ``L = depth`` hidden layers and ``w = weight_variance``. Build it with :func:`nngp`.
+
+    Attributes: ``activation`` (σ, sympy in ``eta``), ``depth``, ``weight_variance``, ``methods``
+    (how each expectation is computed, e.g. ``{"sigma,sigma": "closed-form"}``).
+    """
+
+    def __init__(self, activation, depth, *, weight_variance=1.0):
+        if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 1:
+            raise InputError(f"depth must be a positive integer (the number of hidden layers), got {depth!r}")
+        self.activation = as_eta_expression(activation, what="activation")
+        self.depth = int(depth)
+        self.weight_variance = _real(weight_variance, "weight_variance", positive=True)
+        self._sigma = gaussian_expectation(self.activation, self.activation)
+        self.methods = {"sigma,sigma": self._sigma.method}
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(activation={self.activation}, depth={self.depth}, "
+                f"weight_variance={self.weight_variance!r})")
+
+    def __call__(self, X, Y=None, *, input_scale=1.0, bias=0.0):
+        """The Gram matrix ``K(X_i, Y_j)`` (``Y = X`` when omitted): a float64 numpy array ``(n, m)``,
+        or a JAX array when an argument is a JAX tracer (under ``jit``/``grad``)."""
+        traced = _is_traced(X, Y, input_scale, bias)
+        X = _matrix(X, "X", traced)
+        symmetric = Y is None
+        Y = X if symmetric else _matrix(Y, "Y", traced)
+        if X.shape[1] != Y.shape[1]:
+            raise InputError(f"X has {X.shape[1]} columns and Y has {Y.shape[1]}; they must match")
+        if not traced:
+            _real(input_scale, "input_scale")
+            _real(bias, "bias")
+        xt = _augment(X, input_scale, bias)
+        yt = xt if symmetric else _augment(Y, input_scale, bias)
+        n, m = X.shape[0], Y.shape[0]
+        # only the upper triangle (with its diagonal) of a symmetric Gram matrix is computed, so
+        # the result is exactly symmetric whatever the rounding of the pair forms
+        i, j = np.triu_indices(n) if symmetric else (np.repeat(np.arange(n), m), np.tile(np.arange(m), n))
+        ids_x, ids_y = _row_ids(xt, yt, symmetric)
+        same = ids_x[i] == ids_y[j] if ids_x.ndim == 1 else jnp.all(ids_x[i] == ids_y[j], axis=1)
+        # x̃·ỹ entry by entry from the rows for few columns: every entry is computed the same way
+        # whichever Gram matrix it belongs to
+        gx = (xt, yt) if xt.shape[1] <= _DOT_COLUMNS else xt @ yt.T
+        diag_x, _, entries = self._layers(jnp.sum(xt * xt, axis=1), jnp.sum(yt * yt, axis=1),
+                                          _dot(gx, i, j), i, j, same)
+        values = jnp.where(same, diag_x[i], entries)
+        out = jnp.zeros((n, m)).at[i, j].set(values)
+        if symmetric:
+            out = out.at[j, i].set(values)
+        return out if traced else np.asarray(out, dtype=np.float64)
+
+    def _step(self, E, sx, sy, s, i, j, same):
+        """``w E[f(u) g(v)]`` on the diagonals (one-point form) and on the entries (pair form,
+        fed ``c = 0`` at identical inputs, whose value the caller replaces by the diagonal)."""
+        w = self.weight_variance
+        pair = E(jnp.maximum(sx[i], _TINY), jnp.maximum(sy[j], _TINY), jnp.where(same, 0.0, s))
+        return w * E.one_point(sx), w * E.one_point(sy), w * pair
+
+    def _layers(self, sx, sy, s, i, j, same):
+        """``(Σ^L(x, x), Σ^L(y, y), Σ^L(x_i, y_j))`` from layer 0."""
+        for _ in range(self.depth):
+            sx, sy, s = self._step(self._sigma, sx, sy, s, i, j, same)
+        return sx, sy, s
+
+
+class NTK(NNGP):
+    """The deep NTK Gram function ``K(X, Y=None, *, input_scale=1.0, bias=0.0) = Θ^L``.
+
+    ``Θ⁰ = Σ⁰ = x̃·x̃'`` and ``Θ^{l+1} = Σ^{l+1} + w E[σ'(u) σ'(v)] Θ^l`` with ``Σ^l`` and ``(u, v)``
+    as in :class:`NNGP` and ``σ'`` the distributional derivative (ReLU' = Heaviside). Build it
+    with :func:`ntk`. Attributes as :class:`NNGP`, plus ``derivative`` (σ', sympy in ``eta``).
+    """
+
+    def __init__(self, activation, depth, *, weight_variance=1.0):
+        super().__init__(activation, depth, weight_variance=weight_variance)
+        self.derivative = sp.diff(self.activation, ETA)
+        if self.derivative.has(sp.DiracDelta):
+            # E[σ'(u)²] = E[δ(u)²]·… diverges: the NTK of a discontinuous activation is infinite on the diagonal
+            raise InputError(f"the NTK needs a continuous activation: {self.activation} jumps, so its derivative "
+                             f"{self.derivative} has a Dirac delta and the kernel is infinite at identical inputs; "
+                             "use a continuous activation, or nngp() for this one")
+        self._dsigma = gaussian_expectation(self.derivative, self.derivative)
+        self.methods["dsigma,dsigma"] = self._dsigma.method
+
+    def _layers(self, sx, sy, s, i, j, same):
+        """``(Θ^L(x, x), Θ^L(y, y), Θ^L(x_i, y_j))``: ``Σ^l`` and ``Θ^l`` advance together."""
+        tx, ty, t = sx, sy, s
+        for _ in range(self.depth):
+            dx, dy, d = self._step(self._dsigma, sx, sy, s, i, j, same)
+            sx, sy, s = self._step(self._sigma, sx, sy, s, i, j, same)
+            tx, ty, t = sx + dx * tx, sy + dy * ty, s + d * t
+        return tx, ty, t
+
+
+def _real(value, name, *, positive=False) -> float:
+    """``value`` as a float, or an :class:`InputError` unless it is a finite real scalar (positive if asked)."""
+    try:
+        number = float(value) if np.ndim(value) == 0 and not isinstance(value, (str, bytes)) else None
+    except (TypeError, ValueError):
+        number = None
+    if number is None or not np.isfinite(number) or (positive and number <= 0):
+        kind = "positive finite number" if positive else "finite real number"
+        raise InputError(f"{name} must be a {kind}, got {value!r}")
+    return number
+
+
+def nngp(activation, depth, *, weight_variance=1.0) -> NNGP:
+    """The deep NNGP kernel ``Σ^L`` of ``depth`` hidden layers of ``activation`` (a shorthand, an
+    expression in ``eta`` or sympy); see :class:`NNGP`."""
+    return NNGP(activation, depth, weight_variance=weight_variance)
+
+
+def ntk(activation, depth, *, weight_variance=1.0) -> NTK:
+    """The deep NTK ``Θ^L`` of ``depth`` hidden layers of ``activation``; see :class:`NTK`."""
+    return NTK(activation, depth, weight_variance=weight_variance)

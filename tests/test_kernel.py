@@ -1,0 +1,285 @@
+"""The DEKer runtime: exact cases, fixed-point equations, T-step limits, identical inputs, gradients."""
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import dekc
+from dekc.kernel import InputError
+
+RNG = np.random.default_rng(7)
+X = RNG.normal(size=(7, 3))
+X[5] = X[1]  # a duplicated row
+
+
+def augment(X, input_scale=1.0, bias=0.0):
+    return np.c_[input_scale * X, np.full(len(X), bias)]
+
+
+def relu_moments(X, s=1.0, input_scale=1.0, bias=0.0, Y=None):
+    """Order-1 arc-cosine kernel and ReLU mean of x̃ (Cho & Saul), computed here in numpy."""
+    xt = augment(X, input_scale, bias)
+    yt = xt if Y is None else augment(Y, input_scale, bias)
+    nx, ny = np.linalg.norm(xt, axis=1), np.linalg.norm(yt, axis=1)
+    rho = np.clip(xt @ yt.T / np.outer(nx, ny), -1, 1)
+    theta = np.arccos(rho)
+    c = s**2 * np.outer(nx, ny) * (np.sqrt(1 - rho**2) + (np.pi - theta) * rho) / (2 * np.pi)
+    return c, s * nx / np.sqrt(2 * np.pi), s * ny / np.sqrt(2 * np.pi)
+
+
+def relu_update(P, a, b, c, mx, my, lam):
+    """G(P) for gaussian + relu written out from the order-0/1 arc-cosine kernels (independent of dekc)."""
+    sab = np.sqrt(np.outer(a, b))
+    rho = np.clip(P / sab, -1, 1)
+    theta = np.arccos(rho)
+    k11 = sab * (np.sqrt(1 - rho**2) + (np.pi - theta) * rho) / (2 * np.pi)
+    k10 = np.sqrt(a)[:, None] * (1 + rho) / (2 * np.sqrt(2 * np.pi))
+    k01 = np.sqrt(b)[None, :] * (1 + rho) / (2 * np.sqrt(2 * np.pi))
+    k00 = (np.pi - theta) / (2 * np.pi)
+    return (k11 - my[None, :] * k10 - mx[:, None] * k01 + c * k00) / lam**2
+
+
+@pytest.fixture(scope="module")
+def relu_kernel():
+    return dekc.compile_kernel("gaussian", reparam="relu")
+
+
+@pytest.fixture(scope="module")
+def identity_kernel():
+    return dekc.compile_kernel("gaussian", reparam="identity")
+
+
+# -- exact cases (SPEC §1) -------------------------------------------------------------------------
+
+def feature_kernel(features, xt):
+    """Published closed forms of s⁻²c for a few feature maps (Cho & Saul; Williams), in numpy."""
+    G = xt @ xt.T
+    n = np.sqrt(np.diag(G))
+    rho = np.clip(G / np.outer(n, n), -1, 1)
+    np.fill_diagonal(rho, 1.0)  # exactly: arccos of a rounded 1 - ε is off by √(2ε)
+    theta = np.arccos(rho)
+    if features == "identity":
+        return G
+    if features == "relu":
+        return np.outer(n, n) * (np.sqrt(1 - rho**2) + (np.pi - theta) * rho) / (2 * np.pi)
+    if features == "heaviside":
+        return (np.pi - theta) / (2 * np.pi)
+    d = 1 + 2 * np.diag(G)  # erf
+    return 2 / np.pi * np.arcsin(2 * G / np.sqrt(np.outer(d, d)))
+
+
+@pytest.mark.parametrize("features", ["relu", "identity", "heaviside", "erf"])
+@pytest.mark.parametrize("lam", [1.2, 3.0])
+def test_gaussian_identity_link_is_c_over_lam2_minus_1(identity_kernel, features, lam):
+    """σ = id, ρ = 1: K_σρ = 0 and k = c/(λ² − 1) whatever the features."""
+    K = identity_kernel.gram(X, lam=lam, features=features, bias=0.4, input_scale=0.8, feature_scale=1.3)
+    c = 1.3**2 * feature_kernel(features, augment(X, 0.8, 0.4))
+    np.testing.assert_allclose(K, c / (lam**2 - 1), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("lam", [0.8, 2.0, 5.0])
+def test_gaussian_relu_diagonal_with_zero_mean(relu_kernel, lam):
+    """σ = ReLU, ρ = H, μ = 0 (identity features): k(x, x) = c(x, x)/(2λ² − 1)."""
+    K = relu_kernel.gram(X, lam=lam, features="identity", bias=0.5)
+    xt = augment(X, 1.0, 0.5)
+    np.testing.assert_allclose(np.diag(K), np.sum(xt * xt, axis=1) / (2 * lam**2 - 1), rtol=1e-14)
+
+
+def test_relu_moments_are_the_arc_cosine_kernel(relu_kernel):
+    """gram's ReLU-feature moments equal the arc-cosine kernel and mean computed independently."""
+    c, mu, _ = relu_moments(X, s=1.5, input_scale=0.7, bias=0.3)
+    K_gram = relu_kernel.gram(X, lam=2.0, feature_scale=1.5, input_scale=0.7, bias=0.3, psi0="constant")
+    K_moments = relu_kernel.from_moments(c, mu, lam=2.0, psi0="constant")
+    np.testing.assert_allclose(K_gram, K_moments, rtol=1e-12, atol=1e-15)
+
+
+# -- the fixed point -------------------------------------------------------------------------------
+
+def test_fixed_point_satisfies_an_independent_equation(relu_kernel):
+    lam = 2.0
+    Xs = RNG.normal(size=(40, 4))
+    K = relu_kernel.gram(Xs, lam=lam, bias=0.2)
+    c, mu, _ = relu_moments(Xs, bias=0.2)
+    d = np.diag(K)
+    G = relu_update(K, d, d, c, mu, mu, lam)
+    off = ~np.eye(len(d), dtype=bool)
+    scale = np.sqrt(np.outer(d, d))
+    assert np.max(np.abs(G - K)[off] / scale[off]) <= 1e-13
+    diag = (d / 2 - 2 * mu * np.sqrt(d / (2 * np.pi)) + np.diag(c) / 2) / lam**2
+    np.testing.assert_allclose(diag, d, rtol=1e-13)
+
+
+@pytest.mark.parametrize("family, kwargs, lam, n", [
+    ("gaussian", {"reparam": "relu"}, 1.5, 12),
+    ("gamma", {"reparam": "-exp(-eta)"}, 3.0, 12),  # ρ = e^{-η}: D(a) grows like e^{2a}, small inputs
+    pytest.param("bernoulli", {"reparam": "identity"}, 1.0, 3, marks=pytest.mark.slow),  # 2-D quadrature
+    pytest.param("gaussian", {"reparam": "tanh"}, 1.3, 4, marks=pytest.mark.slow),
+    pytest.param("poisson", {"activation": "sigmoid"}, 1.0, 4, marks=pytest.mark.slow),
+])
+def test_fixed_point_satisfies_its_own_equation(family, kwargs, lam, n):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dekc.DekcWarning)
+        ker = dekc.compile_kernel(family, **kwargs)
+    Xs = RNG.normal(size=(n, 2))
+    scale = 0.2 if family == "gamma" else 0.6
+    K = ker.gram(Xs, lam=lam, bias=0.1, input_scale=scale)
+    xt = augment(Xs, scale, 0.1)
+    Ef = dekc.gaussian_expectation("relu", "relu")
+    nx = np.sum(xt * xt, axis=1)
+    cm = np.array(Ef(nx[:, None], nx[None, :], xt @ xt.T))
+    np.fill_diagonal(cm, Ef.one_point(nx))
+    mu = np.sqrt(nx / (2 * np.pi))
+    d = np.diag(K)
+    G = np.asarray(ker.module.update(K, d[:, None], d[None, :], cm, mu[:, None], mu[None, :], lam))
+    off = ~np.eye(len(d), dtype=bool)
+    assert np.max(np.abs(G - K)[off] / np.sqrt(np.outer(d, d))[off]) <= 1e-13
+    D = np.asarray(ker.module.diagonal_update(d, np.diag(cm), mu, lam))
+    np.testing.assert_allclose(D, d, rtol=1e-13)
+    # the root is attracting: |G'| < 1 there
+    slope = np.asarray(ker.module.update_dp(K, d[:, None], d[None, :], cm, mu[:, None], mu[None, :], lam))
+    assert np.all(np.abs(slope[off]) < 1)
+
+
+def test_t_step_kernel_approaches_the_fixed_point(relu_kernel):
+    K = relu_kernel.gram(X, lam=2.0)
+    previous = np.inf
+    for steps in (5, 20, 80):
+        gap = np.max(np.abs(relu_kernel.gram(X, lam=2.0, steps=steps) - K))
+        assert gap < previous
+        previous = gap
+    assert previous < 1e-12 * np.max(np.abs(K))
+
+
+def test_t_step_is_the_iteration_of_the_independent_map(relu_kernel):
+    lam, steps = 1.7, 3
+    c, mu, _ = relu_moments(X, bias=0.3)
+    xt = augment(X, 1.0, 0.3)
+    P = xt @ xt.T
+    for _ in range(steps):
+        d = np.diag(P).copy()
+        new = relu_update(P, d, d, c, mu, mu, lam)
+        np.fill_diagonal(new, (d / 2 - 2 * mu * np.sqrt(d / (2 * np.pi)) + np.diag(c) / 2) / lam**2)
+        P = new
+    P[1, 5] = P[5, 1] = P[1, 1]  # duplicated inputs take the diagonal value
+    np.testing.assert_allclose(relu_kernel.gram(X, lam=lam, bias=0.3, steps=steps), P, rtol=1e-13, atol=1e-15)
+
+
+def test_psi0_constant_and_input_reach_the_same_root(relu_kernel):
+    np.testing.assert_allclose(relu_kernel.gram(X, lam=2.0, psi0="constant"), relu_kernel.gram(X, lam=2.0),
+                               rtol=1e-12, atol=1e-15)
+    xt = augment(X)
+    np.testing.assert_allclose(relu_kernel.gram(X, lam=2.0, psi0=2 * xt @ xt.T), relu_kernel.gram(X, lam=2.0),
+                               rtol=1e-12, atol=1e-15)
+
+
+# -- identical inputs and the nugget (SPEC §2) ------------------------------------------------------
+
+def test_duplicated_rows_get_the_diagonal_value(relu_kernel):
+    K = relu_kernel.gram(X, lam=2.0)
+    assert K[1, 5] == K[1, 1] == K[5, 5] == K[5, 1]
+    np.testing.assert_array_equal(K, K.T)
+
+
+def test_limit_is_the_continuous_part(relu_kernel):
+    """A Heaviside ρ makes full correlation repel: k(x, x') → the 'limit' value < k(x, x)."""
+    x = np.array([[0.3, -1.2, 0.8]])
+    exact = relu_kernel.gram(x, lam=2.0)[0, 0]
+    limit = relu_kernel.gram(x, lam=2.0, diagonal="limit")[0, 0]
+    assert limit < exact
+    near = []
+    for eps in (1e-3, 1e-5, 1e-7):
+        Xn = np.r_[x, x + eps * np.array([[1.0, 0.5, -0.2]])]
+        near.append(relu_kernel.gram(Xn, lam=2.0)[0, 1])
+    assert abs(near[-1] - limit) < abs(near[0] - limit)
+    assert abs(near[-1] - limit) < 1e-4 * exact
+
+
+def test_gram_of_two_sets_is_a_block_of_the_union(relu_kernel):
+    Y = RNG.normal(size=(4, 3))
+    Y[2] = X[3]
+    full = relu_kernel.gram(np.r_[X, Y], lam=2.0, bias=0.3)
+    block = relu_kernel.gram(X, Y, lam=2.0, bias=0.3)
+    np.testing.assert_allclose(block, full[:len(X), len(X):], rtol=1e-13, atol=1e-16)
+    assert block[3, 2] == full[3, 3]
+
+
+def test_large_matrices_are_computed_in_chunks(relu_kernel, monkeypatch):
+    Xs = RNG.normal(size=(30, 2))
+    whole = relu_kernel.gram(Xs, lam=2.0)
+    monkeypatch.setattr(relu_kernel, "_chunk", 64)
+    # the same scalar problems; only the vectorised arithmetic's lane layout differs
+    np.testing.assert_allclose(relu_kernel.gram(Xs, lam=2.0), whole, rtol=1e-13, atol=1e-16)
+
+
+# -- gradients and jit -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("steps, diagonal", [(None, "exact"), (None, "limit"), (3, "exact")])
+def test_gradients_agree_with_finite_differences(relu_kernel, steps, diagonal):
+    weights = jnp.asarray(RNG.normal(size=(7, 7)))
+
+    def loss(lam, s, scale, bias):
+        K = relu_kernel.gram(X, lam=lam, feature_scale=s, input_scale=scale, bias=bias, steps=steps,
+                             diagonal=diagonal)
+        return jnp.sum(weights * K)
+
+    point = (2.0, 1.3, 0.7, 0.4)
+    grads = jax.grad(loss, argnums=(0, 1, 2, 3))(*point)
+    for k in range(4):
+        h = 1e-5
+        up, down = list(point), list(point)
+        up[k] += h
+        down[k] -= h
+        fd = (loss(*up) - loss(*down)) / (2 * h)
+        assert abs(grads[k] - fd) <= 1e-6 * max(1.0, abs(fd)), (k, grads[k], fd)
+
+
+def test_gram_runs_under_jit(relu_kernel):
+    f = jax.jit(lambda lam, bias: relu_kernel.gram(X, lam=lam, bias=bias))
+    np.testing.assert_allclose(f(2.0, 0.2), relu_kernel.gram(X, lam=2.0, bias=0.2), rtol=1e-13, atol=1e-16)
+    assert f(2.0, 0.2).dtype == jnp.float64
+
+
+def test_from_moments_gradient_with_respect_to_lam(relu_kernel):
+    c, mu, _ = relu_moments(X)
+    fn = lambda lam: jnp.sum(relu_kernel.from_moments(c, mu, lam=lam))  # noqa: E731
+    fd = (fn(2.0 + 1e-5) - fn(2.0 - 1e-5)) / 2e-5
+    assert abs(jax.grad(fn)(2.0) - fd) <= 1e-6 * abs(fd)
+
+
+# -- failures --------------------------------------------------------------------------------------
+
+def test_no_fixed_point_names_the_entry_and_the_lambda_bound(identity_kernel):
+    with pytest.raises(dekc.ConvergenceError, match=r"diagonal entry 0 .*lam > 1\b"):
+        identity_kernel.gram(X, lam=0.9)
+
+
+def test_exponential_activation_diverges_from_a_large_start():
+    ker = dekc.compile_kernel("poisson", reparam="identity")  # σ = exp: no λ bounds every start
+    with pytest.raises(dekc.ConvergenceError, match="grows faster than a"):
+        ker.gram(X, lam=1.5, input_scale=3.0)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"lam": -1.0}, "lam must be a positive"),
+    ({"lam": 2.0, "steps": -1}, "steps must be None"),
+    ({"lam": 2.0, "diagonal": "maybe"}, "diagonal must be"),
+    ({"lam": 2.0, "psi0": "zeros"}, "psi0 must be"),
+    ({"lam": 2.0, "psi0": np.eye(3)}, r"psi0 must have shape \(7, 7\)"),
+])
+def test_bad_arguments_are_refused(relu_kernel, kwargs, message):
+    with pytest.raises(InputError, match=message):
+        relu_kernel.gram(X, **kwargs)
+
+
+def test_bad_inputs_are_refused(relu_kernel):
+    with pytest.raises(InputError, match="NaN"):
+        relu_kernel.gram(np.array([[1.0, np.nan]]))
+    with pytest.raises(InputError, match="columns"):
+        relu_kernel.gram(X, np.ones((2, 5)))
+    with pytest.raises(InputError, match="positive semi-definite"):
+        relu_kernel.from_moments(np.array([[1.0, 2.0], [2.0, 1.0]]), np.zeros(2))
+    with pytest.raises(InputError, match="psi0='input'"):
+        relu_kernel.from_moments(np.eye(2), np.zeros(2), psi0="input")
