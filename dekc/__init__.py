@@ -8,12 +8,17 @@ from .expectations import GaussianExpectation, NoExpectationError, gaussian_expe
 from .kernel import InputError, Kernel, compile_kernel
 from .links import Link, link
 from .registry import Family, families, family, register_family
+from .verify import Item, Report, VerifyError, verify
 
 __all__ = [
     "__version__",
     "ConvergenceError",
     "InputError",
+    "Item",
     "Kernel",
+    "Report",
+    "VerifyError",
+    "verify",
     "NNGP",
     "NTK",
     "nngp",

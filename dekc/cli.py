@@ -1,15 +1,18 @@
-"""The ``dekc`` command line: ``families`` and ``link`` (more stages arrive as they are built)."""
+"""The ``dekc`` command line: ``families``, ``link``, ``compile`` and ``verify``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import warnings
+from pathlib import Path
 
 from . import __version__
 from .errors import DekcError, DekcWarning
+from .kernel import compile_kernel
 from .links import link
-from .registry import family, families, register_family
+from .registry import families, family, register_family
+from .verify import verify
 
 
 def _parameter(text: str) -> tuple[str, float]:
@@ -50,6 +53,74 @@ def cmd_link(args) -> int:
     return 0
 
 
+def _compile(args):
+    """The kernel named by the link options; DekcWarnings are printed as notes on stderr."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DekcWarning)
+        ker = compile_kernel(args.family, reparam=args.reparam, activation=args.activation, kappa=args.kappa,
+                             **dict(args.param))
+    for warning in caught:
+        if issubclass(warning.category, DekcWarning):
+            print(f"dekc: note: {warning.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+    return ker
+
+
+def _describe_methods(ker) -> list[list[str]]:
+    rows = []
+    for pair, method in ker.methods.items():
+        bound = ker.error_bounds.get(pair)
+        detail = f" (estimated error {bound:.1e} of the Cauchy-Schwarz scale)" if method != "closed-form" else ""
+        rows.append([f"  {pair}", method + detail])
+    return rows
+
+
+def cmd_compile(args) -> int:
+    ker = _compile(args)
+    meta = ker.module.METADATA
+    rows = [["kernel", f"{ker.family}, {meta['route']} = {meta['spec']}"], ["cache", str(ker.path)], ["methods", ""],
+            *_describe_methods(ker)]
+    if args.output is not None:
+        try:
+            args.output.write_text(ker.source, encoding="utf-8")
+        except OSError as exc:
+            raise DekcError(f"cannot write the kernel module to {args.output}: {exc.strerror or exc}") from None
+        rows.append(["wrote", f"{args.output} (standalone: it imports only jax)"])
+    width = max(len(row[0]) for row in rows)
+    print("\n".join(f"{label.ljust(width)}  {value}".rstrip() for label, value in rows))
+    return 0
+
+
+def cmd_verify(args) -> int:
+    ker = _compile(args)
+    report = verify(ker, dps=args.dps, seed=args.seed, points=args.points, fixed_points=args.fixed_points,
+                    lam=args.lam, workers=args.workers)
+    print(report)
+    return 0 if report.ok else 1
+
+
+def _link_options(p) -> None:
+    """FAMILY, --reparam | --activation, --param, --kappa (shared by link, compile and verify)."""
+    p.add_argument("family", help="a registered family name")
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument("--reparam", metavar="R", help="link reparameterisation R(eta): a shorthand or expression (write --reparam=-exp(-eta) when it starts with a minus)")
+    how.add_argument("--activation", metavar="S", help="target activation sigma(eta): a shorthand or expression")
+    p.add_argument("--param", action="append", default=[], type=_parameter, metavar="NAME=VALUE",
+                   help="family parameter value, e.g. --param k=2 (repeatable)")
+    p.add_argument("--kappa", type=float, default=None, help="integration constant for --activation")
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dekc", description="Compile deep equilibrium kernels from exponential families.")
@@ -62,14 +133,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_families)
 
     p = sub.add_parser("link", help="derive sigma, rho and R for a family")
-    p.add_argument("family", help="a registered family name")
-    how = p.add_mutually_exclusive_group(required=True)
-    how.add_argument("--reparam", metavar="R", help="link reparameterisation R(eta): a shorthand or expression (write --reparam=-exp(-eta) when it starts with a minus)")
-    how.add_argument("--activation", metavar="S", help="target activation sigma(eta): a shorthand or expression")
-    p.add_argument("--param", action="append", default=[], type=_parameter, metavar="NAME=VALUE",
-                   help="family parameter value, e.g. --param k=2 (repeatable)")
-    p.add_argument("--kappa", type=float, default=None, help="integration constant for --activation")
+    _link_options(p)
     p.set_defaults(run=cmd_link)
+
+    p = sub.add_parser("compile", help="compile a kernel module (cached) and optionally write it out")
+    _link_options(p)
+    p.add_argument("-o", "--output", type=Path, default=None, metavar="FILE",
+                   help="also write the generated module here (importable on its own)")
+    p.set_defaults(run=cmd_compile)
+
+    p = sub.add_parser("verify", help="check a compiled kernel against the mpmath reference (exit 1 if it fails)")
+    _link_options(p)
+    p.add_argument("--dps", type=_count, default=30, help="reference precision in digits (default 30, at least 15)")
+    p.add_argument("--lam", type=float, default=2.0, help="lambda for the fixed points checked (default 2)")
+    p.add_argument("--points", type=_count, default=3, metavar="N",
+                   help="2-D covariances checked besides the 1-D edge cases: random with a = b, near full "
+                        "correlation, scales 1e-4 and 1e4, then random (default 3)")
+    p.add_argument("--fixed-points", type=_count, default=2, metavar="N",
+                   help="off-diagonal fixed points checked: collinear, orthogonal, then random (default 2)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random points (default 0)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes for the 2-D reference integrals (default: one per CPU)")
+    p.set_defaults(run=cmd_verify)
     return parser
 
 

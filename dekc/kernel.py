@@ -52,7 +52,7 @@ STEP_TOL = 1e-9
 BRACKET_TOL = 1e-14
 MAX_ITER = 200
 _ESCAPE = 1e150  # iterates beyond this are diverging
-_LIMIT_START = 1 - 1e-6  # diagonal="limit": start just below full correlation
+_LIMIT_START = 1 - 1e-6  # starts (and diagonal="limit") stay this far inside full correlation
 _CHUNK = 1 << 17
 _MIN_COMPACT = 256
 _DOT_COLUMNS = 64
@@ -75,8 +75,7 @@ def _pow2_at_least(n: int) -> int:
 def _newton_iteration(step, p, lo, hi, scale):
     """One safeguarded Newton iteration for ``p = G(p)``, elementwise (see the module docstring).
 
-    ``step(p) -> (G(p), G'(p))``. Returns ``(p, lo, hi, converged)``. Converged entries need no
-    masking: a Newton step at a root moves them by rounding only.
+    ``step(p) -> (G(p), G'(p))``. Returns ``(p, lo, hi, converged)``.
     """
     g, dg = step(p)
     F = g - p
@@ -99,12 +98,16 @@ _UNROLL = 2  # iterations per compiled call
 
 
 def _iterate(step, state, scale):
-    p, lo, hi = state
+    p, lo, hi, done = state
     for _ in range(_UNROLL):
-        p, lo, hi, converged = _newton_iteration(step, p, lo, hi, scale)
+        new, lo, hi, converged = _newton_iteration(step, p, lo, hi, scale)
+        # converged entries stay put: at a root, rounding flips the sign of G − p and could
+        # otherwise send a bracket step away from it
+        p = jnp.where(done, p, new)
+        done = done | converged
     broken = ~jnp.isfinite(p) | (jnp.abs(p) > _ESCAPE)
-    finished = converged | broken
-    return (p, lo, hi), finished, broken, jnp.sum(~finished)
+    finished = done | broken
+    return (p, lo, hi, done), finished, broken, jnp.sum(~finished)
 
 
 @functools.partial(jax.jit, static_argnums=0, donate_argnums=1)
@@ -142,9 +145,9 @@ def _newton(iteration, step, p0, lo, hi, args, traced):
     arrays: once at most a quarter is still active, the rest are gathered into a smaller
     power-of-two size (few compiled shapes). Under tracing, a ``while_loop``.
     """
-    state = (p0, lo, hi)
+    state = (p0, lo, hi, jnp.zeros(p0.shape, bool))
     if traced:
-        (p, _, _), finished, broken, _ = _loop(iteration, step, state, *args)
+        (p, _, _, _), finished, broken, _ = _loop(iteration, step, state, *args)
         return p, jnp.where(finished & ~broken, 0, jnp.where(broken, 1, 2))
     size = p0.shape[0]
     where = np.arange(size)  # position in the caller's arrays of each working entry
@@ -374,8 +377,10 @@ class Kernel:
         what = "diverges" if status[k] == 1 else f"does not converge in {MAX_ITER} iterations"
         which = values.pop("which", "X")
         pick = {key: float(np.asarray(v)[k]) if np.ndim(v) else float(v) for key, v in values.items()}
-        bound = self.lambda_bound(pick.get("cd", pick.get("c", 1.0)), pick.get("mu", pick.get("mux", 0.0)))
-        if bound is None:
+        bound = self.lambda_bound(pick["cd"], pick["mu"]) if i is None else 0.0
+        if i is not None:
+            hint = "the off-diagonal map has no attracting root reachable from the start (a larger lam makes it contract)"
+        elif bound is None:
             hint = "D(a) grows faster than a (sigma or rho grows faster than linearly): no lam bounds the iteration " \
                    "from every start"
         elif bound > 0:
@@ -457,11 +462,12 @@ def _prepare(entries_fn, corr_fn, limit, i, j, ax, ay, mux, muy, entries_args, c
     starts them just below full correlation.
     """
     c, same = entries_fn(i, j, *entries_args)
-    corr = corr_fn(i, j, *corr_args)
+    # full correlation is a fixed point of the map for collinear inputs (and repelling under a
+    # Heaviside ρ): distinct inputs start just inside it so the iteration can leave it (SPEC §2)
+    corr = jnp.clip(corr_fn(i, j, *corr_args), -_LIMIT_START, _LIMIT_START)
     a, b = ax[..., i], ay[..., j]
     mx, my = mux[i], muy[j]
     if limit:
-        corr = jnp.where(same, jnp.minimum(corr, _LIMIT_START), corr)
         c_s = c
     else:
         c_s, mx, my, corr = (jnp.where(same, 0.0, v) for v in (c, mx, my, corr))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 
 import sympy as sp
 
@@ -250,4 +251,15 @@ def function_source(name: str, args: list[str], expr, names: dict, *, prelude=()
             names[symbol] = str(symbol)
     printed = [result.format(jax_source(e, names)) for e in exprs]
     lines.append(f"    return {', '.join(printed) if several else printed[0]}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(_without_dead_assignments(lines)) + "\n"
+
+
+def _without_dead_assignments(lines: list[str]) -> list[str]:
+    """Drop ``name = ...`` lines whose name no later line reads (unused guards and temporaries)."""
+    kept: list[str] = []
+    for line in reversed(lines):
+        match = re.match(r"\s+(\w+) = ", line)
+        if match and not any(re.search(rf"\b{match.group(1)}\b", later) for later in kept):
+            continue
+        kept.append(line)
+    return kept[::-1]

@@ -1,6 +1,8 @@
 """The command line: the families table, derived links, typed errors with exit status 2."""
 
 import subprocess
+
+import numpy as np
 import sys
 
 import dekc
@@ -46,11 +48,73 @@ def test_console_script_runs():
     assert result.returncode == 0 and dekc.__version__ in result.stdout
 
 
-def test_demo_runs():
+def test_demo_runs(tmp_path):
     """`make demo` runs examples/demo.py: it must finish and show the pipeline stages."""
     from pathlib import Path
 
     demo = Path(__file__).resolve().parent.parent / "examples" / "demo.py"
-    result = subprocess.run([sys.executable, str(demo)], capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, str(demo)], capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "poisson" in result.stdout and "log(log(exp(eta) + 1))" in result.stdout and "closed-form" in result.stdout
+    assert "ok = True" in result.stdout
+    kernel = np.load(tmp_path / "demo_output" / "kernel.npy")
+    assert kernel.shape == (100, 100) and np.allclose(kernel, kernel.T)
+
+
+def test_compile_writes_a_standalone_module(tmp_path, capsys):
+    from pathlib import Path
+
+    target = tmp_path / "k.py"
+    assert main(["compile", "gaussian", "--reparam", "relu", "-o", str(target)]) == 0
+    out = capsys.readouterr().out
+    fields = dict(line.partition(" ")[::2] for line in out.splitlines() if not line.startswith(" "))
+    fields = {label: value.strip() for label, value in fields.items()}
+    assert "closed-form" in out and fields["wrote"].startswith(str(target))
+    cache = fields["cache"]
+    assert Path(cache).read_text() == target.read_text()
+    # importable without dekc; at full correlation the pair update is the diagonal update
+    code = ("import sys, importlib.util; sys.modules['dekc'] = None\n"
+            "spec = importlib.util.spec_from_file_location('kernel', sys.argv[1])\n"
+            "k = importlib.util.module_from_spec(spec); spec.loader.exec_module(k)\n"
+            "print(float(k.update(0.7, 0.7, 0.7, 1.3, 0.2, 0.2, 2.0)), float(k.diagonal_update(0.7, 1.3, 0.2, 2.0)))")
+    result = subprocess.run([sys.executable, "-c", code, str(target)], check=False, capture_output=True, text=True,
+                            cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    pair, diagonal = map(float, result.stdout.split())
+    assert abs(pair - diagonal) <= 1e-15 * abs(diagonal)
+
+
+def test_verify_prints_the_table_and_exits_0(capsys):
+    assert main(["verify", "gaussian", "--reparam", "relu", "--dps", "16", "--points", "0", "--fixed-points", "0"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("item") and set(out[1].replace(" ", "")) == {"-"}
+    assert any(line.startswith("K_rho_rho_one_point") for line in out)
+    assert out[-1].startswith("verify gaussian (reparam Max(0, eta)) at 16 digits") and "all within tolerance" in out[-1]
+
+
+def test_verify_exits_1_for_a_wrong_kernel(monkeypatch, capsys):
+    import types
+
+    import dekc.cli
+
+    ker = dekc.compile_kernel("gaussian", reparam="relu")
+    module = types.SimpleNamespace(**vars(ker.module))
+    module.K_sigma_sigma = lambda a, b, c: ker.module.K_sigma_sigma(a, b, c) * (1 + 1e-8)
+    wrong = types.SimpleNamespace(module=module, family=ker.family, sigma=ker.sigma, rho=ker.rho, methods=ker.methods,
+                                  error_bounds=ker.error_bounds, from_moments=ker.from_moments)
+    monkeypatch.setattr(dekc.cli, "compile_kernel", lambda *args, **kwargs: wrong)
+    assert main(["verify", "gaussian", "--reparam", "relu", "--dps", "16", "--points", "0", "--fixed-points", "0"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL (K_sigma_sigma)" in out.splitlines()[-1]
+
+
+def test_compile_and_verify_report_bad_input(tmp_path, capsys):
+    assert main(["compile", "nonesuch", "--reparam", "relu"]) == 2
+    assert "no family named 'nonesuch'" in capsys.readouterr().err
+    assert main(["verify", "gaussian", "--activation", "-1"]) == 2
+    assert "no valid R" in capsys.readouterr().err
+    assert main(["verify", "gaussian", "--reparam", "relu", "--dps", "8"]) == 2
+    assert "dps must be an integer >= 15" in capsys.readouterr().err
+    assert main(["compile", "gaussian", "--reparam", "relu", "-o", str(tmp_path / "missing" / "k.py")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dekc: error: cannot write the kernel module to") and "No such file" in err

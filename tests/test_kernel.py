@@ -183,6 +183,19 @@ def test_duplicated_rows_get_the_diagonal_value(relu_kernel):
     np.testing.assert_array_equal(K, K.T)
 
 
+def test_collinear_distinct_inputs_get_the_attracting_root(relu_kernel):
+    """x and 2x (no bias): full correlation is an exact, repelling fixed point of their entry;
+    the DEKer is the attracting root below it (SPEC §2), for either start."""
+    Xc = np.array([[1.0, -0.5], [2.0, -1.0], [0.3, 0.9]])
+    c, mu, _ = relu_moments(Xc)
+    for psi0 in ("input", "constant"):
+        K = relu_kernel.gram(Xc, lam=2.0, psi0=psi0)
+        d = np.diag(K)
+        assert K[0, 1] < 0.99 * np.sqrt(d[0] * d[1])
+        G = relu_update(K, d, d, c, mu, mu, 2.0)
+        assert abs(G[0, 1] - K[0, 1]) <= 1e-13 * np.sqrt(d[0] * d[1])
+
+
 def test_limit_is_the_continuous_part(relu_kernel):
     """A Heaviside ρ makes full correlation repel: k(x, x') → the 'limit' value < k(x, x)."""
     x = np.array([[0.3, -1.2, 0.8]])

@@ -18,7 +18,7 @@ mu_x = mu(x), mu_y = mu(x'):
 Diagonal, u ~ N(0, a):
     D(a) = (E sigma(u)^2 - 2 mu E sigma(u) rho(u) + c E rho(u)^2) / lam^2
 
-input hash: sha256:4c35ec7e7d282f568b0a8398124e87c421b843ce3dd3368b78b161a4097a1fb1
+input hash: sha256:e7bc43c0f673fb5eaf6d61636583c8b1bf3ec5fd319473e55043d4c3bbc916b6
 """
 
 import jax
@@ -27,7 +27,7 @@ import jax.scipy.special as jsp
 
 
 DEKC_VERSION = '0.1.0'
-INPUT_HASH = '4c35ec7e7d282f568b0a8398124e87c421b843ce3dd3368b78b161a4097a1fb1'
+INPUT_HASH = 'e7bc43c0f673fb5eaf6d61636583c8b1bf3ec5fd319473e55043d4c3bbc916b6'
 METADATA = {'family': 'bernoulli', 'route': 'reparam', 'spec': 'eta', 'kappa': None, 'parameters': {}}
 METHODS = {'sigma,sigma': 'quadrature', 'sigma,rho': 'quadrature', 'rho,rho': 'closed-form'}
 ERROR_BOUNDS = {'sigma,sigma': 1.3954098066957507e-14, 'sigma,rho': 7.983681890494197e-15, 'rho,rho': 1e-12}
@@ -170,8 +170,6 @@ def K_sigma_rho_one_point(a):
 
 
 def _K_rho_rho_form(a, b, c):
-    sab = jnp.sqrt(a * b)
-    rho = jnp.where(sab > 0, jnp.clip(c / jnp.where(sab > 0, sab, 1.0), -1.0, 1.0), 0.0)
     return jnp.broadcast_to(1.0, jnp.broadcast_shapes(jnp.shape(a), jnp.shape(b), jnp.shape(c)))
 
 
@@ -186,9 +184,6 @@ def K_rho_rho_dc(a, b, c):
     """d/dc E[f(u) g(v)] of rho, rho (Price: E[f'(u) g'(v)])."""
     a = jnp.maximum(a, 1e-300)
     b = jnp.maximum(b, 1e-300)
-    sab = jnp.sqrt(a * b)
-    rho = jnp.clip(c / sab, -1.0, 1.0)
-    inv_sab = 1.0 / sab
     return jnp.broadcast_to(0.0, jnp.broadcast_shapes(jnp.shape(a), jnp.shape(b), jnp.shape(c)))
 
 

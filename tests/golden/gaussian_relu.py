@@ -18,7 +18,7 @@ mu_x = mu(x), mu_y = mu(x'):
 Diagonal, u ~ N(0, a):
     D(a) = (E sigma(u)^2 - 2 mu E sigma(u) rho(u) + c E rho(u)^2) / lam^2
 
-input hash: sha256:8d633e9f9afb7968a9f1b7ba4775c0b38a84c46a13099979d4515638f8137479
+input hash: sha256:89ec85673d3478b48b1c6fe4d184dde7b021793122381176b07fa00dc0503303
 """
 
 import jax
@@ -27,7 +27,7 @@ import jax.scipy.special as jsp
 
 
 DEKC_VERSION = '0.1.0'
-INPUT_HASH = '8d633e9f9afb7968a9f1b7ba4775c0b38a84c46a13099979d4515638f8137479'
+INPUT_HASH = '89ec85673d3478b48b1c6fe4d184dde7b021793122381176b07fa00dc0503303'
 METADATA = {'family': 'gaussian', 'route': 'reparam', 'spec': 'Max(0, eta)', 'kappa': None, 'parameters': {}}
 METHODS = {'sigma,sigma': 'closed-form', 'sigma,rho': 'closed-form', 'rho,rho': 'closed-form'}
 ERROR_BOUNDS = {'sigma,sigma': 1e-12, 'sigma,rho': 1e-12, 'rho,rho': 1e-12}
@@ -81,7 +81,6 @@ def K_sigma_rho_dc(a, b, c):
     a = jnp.maximum(a, 1e-300)
     b = jnp.maximum(b, 1e-300)
     sab = jnp.sqrt(a * b)
-    rho = jnp.clip(c / sab, -1.0, 1.0)
     inv_sab = 1.0 / sab
     return jnp.broadcast_to(((1.0 / 4.0) * inv_sab * 1.4142135623730951 * 0.5641895835477563 * jnp.sqrt(a)), jnp.broadcast_shapes(jnp.shape(a), jnp.shape(b), jnp.shape(c)))
 

@@ -18,7 +18,7 @@ mu_x = mu(x), mu_y = mu(x'):
 Diagonal, u ~ N(0, a):
     D(a) = (E sigma(u)^2 - 2 mu E sigma(u) rho(u) + c E rho(u)^2) / lam^2
 
-input hash: sha256:10b5dcdb463f0d2bb4332f74197ced26846b533315d402d06b36241c088f4e62
+input hash: sha256:140de6dbbf9e0a3a96e72acf5de6879e4e55375d336e0e17e6c32d9539e8f442
 """
 
 import jax
@@ -27,7 +27,7 @@ import jax.scipy.special as jsp
 
 
 DEKC_VERSION = '0.1.0'
-INPUT_HASH = '10b5dcdb463f0d2bb4332f74197ced26846b533315d402d06b36241c088f4e62'
+INPUT_HASH = '140de6dbbf9e0a3a96e72acf5de6879e4e55375d336e0e17e6c32d9539e8f442'
 METADATA = {'family': 'poisson', 'route': 'reparam', 'spec': 'eta', 'kappa': None, 'parameters': {}}
 METHODS = {'sigma,sigma': 'closed-form', 'sigma,rho': 'closed-form', 'rho,rho': 'closed-form'}
 ERROR_BOUNDS = {'sigma,sigma': 1e-12, 'sigma,rho': 1e-12, 'rho,rho': 1e-12}
@@ -35,8 +35,6 @@ NODES_PER_ENTRY = 1
 
 
 def _K_sigma_sigma_form(a, b, c):
-    sab = jnp.sqrt(a * b)
-    rho = jnp.where(sab > 0, jnp.clip(c / jnp.where(sab > 0, sab, 1.0), -1.0, 1.0), 0.0)
     return jnp.broadcast_to(jnp.exp((c + ((1.0 / 2.0) * a) + ((1.0 / 2.0) * b))), jnp.broadcast_shapes(jnp.shape(a), jnp.shape(b), jnp.shape(c)))
 
 
@@ -51,9 +49,6 @@ def K_sigma_sigma_dc(a, b, c):
     """d/dc E[f(u) g(v)] of sigma, sigma (Price: E[f'(u) g'(v)])."""
     a = jnp.maximum(a, 1e-300)
     b = jnp.maximum(b, 1e-300)
-    sab = jnp.sqrt(a * b)
-    rho = jnp.clip(c / sab, -1.0, 1.0)
-    inv_sab = 1.0 / sab
     return jnp.broadcast_to(jnp.exp((c + ((1.0 / 2.0) * a) + ((1.0 / 2.0) * b))), jnp.broadcast_shapes(jnp.shape(a), jnp.shape(b), jnp.shape(c)))
 
 
@@ -64,8 +59,6 @@ def K_sigma_sigma_one_point(a):
 
 
 def _K_sigma_rho_form(a, b, c):
-    sab = jnp.sqrt(a * b)
-    rho = jnp.where(sab > 0, jnp.clip(c / jnp.where(sab > 0, sab, 1.0), -1.0, 1.0), 0.0)
     _t0 = (c * (1.0 / jnp.sqrt(b)))
     return jnp.broadcast_to(((jsp.ndtr(_t0) + jsp.ndtr((-1.0 * _t0))) * jnp.exp(((1.0 / 2.0) * a))), jnp.broadcast_shapes(jnp.shape(a), jnp.shape(b), jnp.shape(c)))
 
@@ -81,9 +74,6 @@ def K_sigma_rho_dc(a, b, c):
     """d/dc E[f(u) g(v)] of sigma, rho (Price: E[f'(u) g'(v)])."""
     a = jnp.maximum(a, 1e-300)
     b = jnp.maximum(b, 1e-300)
-    sab = jnp.sqrt(a * b)
-    rho = jnp.clip(c / sab, -1.0, 1.0)
-    inv_sab = 1.0 / sab
     return jnp.broadcast_to(0.0, jnp.broadcast_shapes(jnp.shape(a), jnp.shape(b), jnp.shape(c)))
 
 
@@ -95,8 +85,6 @@ def K_sigma_rho_one_point(a):
 
 
 def _K_rho_rho_form(a, b, c):
-    sab = jnp.sqrt(a * b)
-    rho = jnp.where(sab > 0, jnp.clip(c / jnp.where(sab > 0, sab, 1.0), -1.0, 1.0), 0.0)
     return jnp.broadcast_to(1.0, jnp.broadcast_shapes(jnp.shape(a), jnp.shape(b), jnp.shape(c)))
 
 
@@ -111,9 +99,6 @@ def K_rho_rho_dc(a, b, c):
     """d/dc E[f(u) g(v)] of rho, rho (Price: E[f'(u) g'(v)])."""
     a = jnp.maximum(a, 1e-300)
     b = jnp.maximum(b, 1e-300)
-    sab = jnp.sqrt(a * b)
-    rho = jnp.clip(c / sab, -1.0, 1.0)
-    inv_sab = 1.0 / sab
     return jnp.broadcast_to(0.0, jnp.broadcast_shapes(jnp.shape(a), jnp.shape(b), jnp.shape(c)))
 
 
@@ -160,9 +145,6 @@ def update_and_dp(p, a, b, c, mu_x, mu_y, lam):
     """(G(p), dG/dp) for one off-diagonal entry, a and b > 0, fused."""
     a = jnp.maximum(a, 1e-300)
     b = jnp.maximum(b, 1e-300)
-    sab = jnp.sqrt(a * b)
-    rho = jnp.clip(p / sab, -1.0, 1.0)
-    inv_sab = 1.0 / sab
     _t0 = (lam ** -2)
     _t1 = ((1.0 / 2.0) * a)
     _t2 = ((1.0 / 2.0) * b)
