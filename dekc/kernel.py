@@ -331,7 +331,7 @@ class Kernel:
     def _diagonal(self, a0, cd, mu, lam, steps, traced, which):
         """Diagonal values: the fixed point ``(1, n)`` or the trajectory ``(steps + 1, n)``."""
         if steps is not None:
-            traj = _diagonal_steps(self.module.diagonal_update, steps, a0, cd, mu, lam)
+            traj = _diagonal_steps(self._diag_step, steps, a0, cd, mu, lam)
             if not traced:
                 _raise_nonfinite(traj[-1], which, "diagonal", lam, steps, self.lambda_bound())
             return traj
@@ -360,7 +360,7 @@ class Kernel:
         return jnp.where(same, a, p) if diagonal == "exact" else p
 
     def _steps_chunk(self, problem, lam, steps, traced, i, j):
-        p = _pair_steps(self.module.update, steps, *problem, lam)
+        p = _pair_steps(self._pair_step, steps, *problem, lam)
         if not traced:
             bad = ~np.isfinite(np.asarray(p))
             if bad.any():
@@ -480,7 +480,7 @@ def _prepare(entries_fn, corr_fn, limit, i, j, ax, ay, mux, muy, entries_args, c
 def _diagonal_steps(update, steps, a0, cd, mu, lam):
     """The diagonal trajectory ``(steps + 1, n)`` from ``a0``."""
     def step(a, _):
-        new = update(a, cd, mu, lam)
+        new = update(a, cd, mu, lam)[0]  # the fixed point's generated update (its derivative is dropped)
         return new, new
 
     return jnp.concatenate([a0[None], jax.lax.scan(step, a0, None, length=steps)[1]])
@@ -493,7 +493,7 @@ def _pair_steps(update, steps, a, b, c, mux, muy, p0, same, lam):
     The T-step kernel is continuous in the inputs, so identical inputs take the diagonal
     trajectory under either ``diagonal`` option.
     """
-    p = jax.lax.fori_loop(0, steps, lambda t, p: update(p, a[t], b[t], c, mux, muy, lam), p0)
+    p = jax.lax.fori_loop(0, steps, lambda t, p: update(p, a[t], b[t], c, mux, muy, lam)[0], p0)
     return jnp.where(same, a[-1], p)
 
 
