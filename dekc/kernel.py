@@ -94,7 +94,7 @@ def _newton_iteration(step, p, lo, hi, scale):
     return new, lo, hi, converged
 
 
-_UNROLL = 2  # iterations per compiled call
+_UNROLL = 1  # iterations per compiled call (then finished entries can leave at once)
 
 
 def _iterate(step, state, scale):
@@ -348,7 +348,7 @@ class Kernel:
     def _fixed_chunk(self, problem, lam, diagonal, traced, i, j):
         a, b, c, c_s, mux, muy, p0, same = problem
         sg = jax.lax.stop_gradient
-        sab = sg(jnp.sqrt(a * b))
+        sab = _bounds(a, b)
         p, status = _newton(_pair_iteration, self._pair_step, sg(p0), -sab, sab,
                             (sg(a), sg(b), sg(c_s), sg(mux), sg(muy), sg(lam)), traced)
         if not traced:
@@ -356,8 +356,7 @@ class Kernel:
         else:
             p = jnp.where(status == 0, p, jnp.nan)
             p = _implicit(lambda q: self._pair_step(q, a, b, c_s, mux, muy, lam), p)
-        p = jnp.where((a > 0) & (b > 0), p, 0.0)  # Ψ(x, x) = 0 means z(x) = 0
-        return jnp.where(same, a, p) if diagonal == "exact" else p
+        return _finish(p, a, b, same, diagonal == "exact")
 
     def _steps_chunk(self, problem, lam, steps, traced, i, j):
         p = _pair_steps(self._pair_step, steps, *problem, lam)
@@ -474,6 +473,18 @@ def _prepare(entries_fn, corr_fn, limit, i, j, ax, ay, mux, muy, entries_args, c
     if a.ndim == 2:  # T-step trajectories: start from the first row
         return a, b, c_s, mx, my, corr * jnp.sqrt(a[0] * b[0]), same
     return a, b, c, c_s, mx, my, corr * jnp.sqrt(a * b), same
+
+
+@jax.jit
+def _bounds(a, b):
+    """``√(ab)``: an off-diagonal entry lies in ``[−√(ab), √(ab)]`` (Cauchy–Schwarz)."""
+    return jax.lax.stop_gradient(jnp.sqrt(a * b))
+
+
+@functools.partial(jax.jit, static_argnums=4)
+def _finish(p, a, b, same, exact):
+    p = jnp.where((a > 0) & (b > 0), p, 0.0)  # Ψ(x, x) = 0 means z(x) = 0
+    return jnp.where(same, a, p) if exact else p
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
