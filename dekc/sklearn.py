@@ -1,0 +1,233 @@
+"""scikit-learn adaptor: a deep equilibrium kernel as a :class:`sklearn.gaussian_process.kernels.Kernel`.
+
+Import it explicitly (``dekc`` itself never imports scikit-learn, which is slow to import)::
+
+    from dekc.sklearn import DEKernel
+    from sklearn.gaussian_process import GaussianProcessRegressor
+    from sklearn.gaussian_process.kernels import WhiteKernel
+
+    gp = GaussianProcessRegressor(DEKernel(lam=2.0) + WhiteKernel(0.1)).fit(X, y)
+
+``DEKernel`` wraps :func:`dekc.compile_kernel` and :meth:`dekc.Kernel.gram`; the Gram matrix is
+exactly ``compile_kernel(family, reparam=..., activation=...).gram(X, Y, lam=..., ...)``.
+It also works wherever scikit-learn accepts a Gaussian-process kernel as a pairwise kernel, e.g.
+``KernelRidge(kernel=DEKernel(...))`` (``pairwise_kernels`` calls ``kernel(X, Y)``).
+
+Hyper-parameters and ``theta``
+------------------------------
+scikit-learn's ``theta`` is the vector of the *logarithms* of the free (non-fixed) positive
+hyper-parameters, in alphabetical order of their names. ``lam``, ``feature_scale`` and
+``input_scale`` are positive and free by default. ``bias`` (the constant appended to the scaled
+input, ``x̃ = (input_scale·x, bias)``) may be negative or zero, which a log-scale parameter cannot
+represent, so it is **fixed by default** (``bias_bounds="fixed"``): set it directly
+(``DEKernel(bias=-0.5)``, ``set_params(bias=...)``, or a grid search over ``bias``). Passing
+``bias_bounds=(lo, hi)`` with ``0 < lo < hi`` makes it a free log-scale hyper-parameter like the
+others; it then has to be positive.
+
+Default bounds
+--------------
+``lam_bounds=(1.1, 1e3)``: the fixed point exists only for ``λ`` above a divergence bound
+(``Kernel.lambda_bound()``: ``1/√2`` for the Gaussian family with ``R = ReLU``, where
+``k(x, x) = c(x, x)/(2λ² − 1)``; ``1`` for the canonical Gaussian kernel ``k = c/(λ² − 1)``), and
+the kernel blows up as ``λ`` approaches it. The lower bound ``1.1`` keeps a margin above both.
+For other families check ``dekc.compile_kernel(...).lambda_bound()`` and pass your own
+``lam_bounds``. ``feature_scale_bounds`` and ``input_scale_bounds`` default to ``(1e-3, 1e3)``.
+Errors raised by dekc (``ConvergenceError`` when ``λ`` is too small, ``InputError``,
+``LinkError``, ...) propagate unchanged.
+
+Gradients
+---------
+``kernel(X, eval_gradient=True)`` returns ``(K, dK)`` with ``dK[..., k] = θ_k ∂K/∂θ_k`` (the
+derivative with respect to ``log θ_k``), computed with ``jax.jacfwd`` through the Gram matrix
+(implicit differentiation at the fixed point).
+"""
+
+from __future__ import annotations
+
+import functools
+import numbers
+
+import numpy as np
+from sklearn.gaussian_process.kernels import Hyperparameter
+from sklearn.gaussian_process.kernels import Kernel as _SkKernel
+
+from ._jax import jax, jnp  # float64 enabled
+from .kernel import InputError, compile_kernel
+
+__all__ = ["DEKernel"]
+
+_POSITIVE = ("feature_scale", "input_scale", "lam")
+_DIAG_BLOCK = 128  # diag(X): Gram matrices of diagonal blocks, O(n · block) entries
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled(family, reparam, activation):
+    # one Kernel object per specification: its jitted update functions (and their XLA
+    # compilations) are then shared by every DEKernel, clone and call
+    return compile_kernel(family, reparam=reparam, activation=activation)
+
+
+def _check_bounds(name, bounds):
+    if isinstance(bounds, str):
+        if bounds != "fixed":
+            raise InputError(f"{name}_bounds must be 'fixed' or a pair (low, high) with 0 < low < high, got {bounds!r}")
+        return bounds
+    try:
+        lo, hi = (float(b) for b in np.asarray(bounds, dtype=float).reshape(-1))
+    except (TypeError, ValueError):
+        raise InputError(f"{name}_bounds must be 'fixed' or a pair (low, high) with 0 < low < high, "
+                         f"got {bounds!r}") from None
+    if not (np.isfinite(lo) and np.isfinite(hi) and 0 < lo < hi):
+        raise InputError(f"{name}_bounds must be 'fixed' or a pair (low, high) with 0 < low < high (theta is the log "
+                         f"of the hyper-parameter), got {bounds!r}")
+    return (lo, hi)
+
+
+class DEKernel(_SkKernel):
+    """The deep equilibrium kernel (DEKer) of ``family`` as a scikit-learn GP kernel.
+
+    Parameters
+    ----------
+    family : str
+        A registered family (``dekc.families()``).
+    reparam, activation : str or None
+        The link, as for :func:`dekc.compile_kernel` (give at most one). When both are ``None``
+        the paper's kernel ``reparam="relu"`` is used.
+    lam, feature_scale, input_scale, bias : float
+        As in :meth:`dekc.Kernel.gram`. ``lam``, ``feature_scale``, ``input_scale`` are free
+        log-scale hyper-parameters by default; ``bias`` is fixed by default (it may be ``<= 0``).
+    features : str
+        The data feature map ``f`` (``"relu"``, ``"identity"``, ...).
+    steps : int or None
+        ``None`` for the fixed point, ``T`` for the ``T``-step kernel.
+    lam_bounds, feature_scale_bounds, input_scale_bounds, bias_bounds : pair or "fixed"
+        Bounds of the hyper-parameters (not of their logs); ``"fixed"`` excludes one from
+        ``theta``. See the module docstring for the defaults.
+    """
+
+    def __init__(self, family="gaussian", reparam=None, activation=None, lam=2.0, feature_scale=1.0,
+                 input_scale=1.0, bias=0.0, features="relu", steps=None, lam_bounds=(1.1, 1e3),
+                 feature_scale_bounds=(1e-3, 1e3), input_scale_bounds=(1e-3, 1e3), bias_bounds="fixed"):
+        self.family = family
+        self.reparam = reparam
+        self.activation = activation
+        self.lam = lam
+        self.feature_scale = feature_scale
+        self.input_scale = input_scale
+        self.bias = bias
+        self.features = features
+        self.steps = steps
+        self.lam_bounds = lam_bounds
+        self.feature_scale_bounds = feature_scale_bounds
+        self.input_scale_bounds = input_scale_bounds
+        self.bias_bounds = bias_bounds
+
+    # -- hyper-parameters (sklearn collects every ``hyperparameter_*`` attribute) -----------------
+    @property
+    def hyperparameter_lam(self):
+        return Hyperparameter("lam", "numeric", _check_bounds("lam", self.lam_bounds))
+
+    @property
+    def hyperparameter_feature_scale(self):
+        return Hyperparameter("feature_scale", "numeric",
+                              _check_bounds("feature_scale", self.feature_scale_bounds))
+
+    @property
+    def hyperparameter_input_scale(self):
+        return Hyperparameter("input_scale", "numeric",
+                              _check_bounds("input_scale", self.input_scale_bounds))
+
+    @property
+    def hyperparameter_bias(self):
+        return Hyperparameter("bias", "numeric", _check_bounds("bias", self.bias_bounds))
+
+    # -- helpers ----------------------------------------------------------------------------------
+    @property
+    def compiled(self):
+        """The compiled :class:`dekc.Kernel` (cached per family and link)."""
+        reparam, activation = self.reparam, self.activation
+        if reparam is None and activation is None:
+            reparam = "relu"
+        return _compiled(self.family, reparam, activation)
+
+    def _values(self):
+        """The hyper-parameter values, validated."""
+        values = {}
+        for name in _POSITIVE:
+            v = getattr(self, name)
+            if not isinstance(v, numbers.Real) or isinstance(v, bool) or not np.isfinite(v) or v <= 0:
+                raise InputError(f"DEKernel: {name} must be a positive finite number, got {v!r}")
+            values[name] = float(v)
+        b = self.bias
+        if not isinstance(b, numbers.Real) or isinstance(b, bool) or not np.isfinite(b):
+            raise InputError(f"DEKernel: bias must be a finite number, got {b!r}")
+        if not self.hyperparameter_bias.fixed and b <= 0:
+            raise InputError(f"DEKernel: bias = {b!r} must be positive while it is a free (log-scale) hyper-parameter; "
+                             "use bias_bounds='fixed' for a zero or negative bias")
+        values["bias"] = float(b)
+        _ = self.hyperparameters  # validates every *_bounds
+        steps = self.steps
+        if steps is not None and (not isinstance(steps, numbers.Integral) or isinstance(steps, bool) or steps < 0):
+            raise InputError(f"DEKernel: steps must be None (the fixed point) or a non-negative integer, got {steps!r}")
+        return values
+
+    def _gram(self, X, Y=None, **values):
+        return self.compiled.gram(X, Y, features=self.features, steps=self.steps, **values)
+
+    # -- the sklearn kernel interface -------------------------------------------------------------
+    def __call__(self, X, Y=None, eval_gradient=False):
+        """``K(X, Y)``; with ``eval_gradient`` (only for ``Y=None``) also ``dK/dlog θ``, shape
+        ``(n, n, n_free)`` in the order of ``theta``."""
+        values = self._values()
+        if Y is X:
+            Y = None  # pairwise_kernels passes Y = X: the symmetric path is half the work
+        X = np.atleast_2d(np.asarray(X, dtype=float))
+        if Y is not None:
+            if eval_gradient:
+                raise ValueError("Gradient can only be evaluated when Y is None.")
+            Y = np.atleast_2d(np.asarray(Y, dtype=float))
+        K = np.asarray(self._gram(X, Y, **values))  # eager: dekc's errors are raised here
+        if not eval_gradient:
+            return K
+        free = [hp.name for hp in self.hyperparameters if not hp.fixed]
+        if not free:
+            return K, np.empty((X.shape[0], X.shape[0], 0))
+
+        # differentiate with respect to all four values, whichever are free: one compiled shape
+        # per n (jax compiles the traced solver again for every tangent count), then
+        # d/dlog θ = θ ∂/∂θ for the free ones, in theta's (alphabetical) order
+        names = sorted(values)
+
+        def gram_of(v):
+            return self._gram(X, **dict(zip(names, (v[k] for k in range(len(names))))))
+
+        J = jax.jacfwd(gram_of)(jnp.asarray([values[name] for name in names]))
+        dK = np.stack([values[name] * np.asarray(J[..., names.index(name)]) for name in free], axis=-1)
+        if not np.all(np.isfinite(dK)):
+            raise FloatingPointError("DEKernel: the gradient of the Gram matrix is not finite (the fixed point is "
+                                     f"singular at {values}); move lam away from its divergence bound")
+        return K, dK
+
+    def diag(self, X):
+        """``np.diag(self(X))`` without the off-diagonal blocks: identical inputs get this value."""
+        values = self._values()
+        X = np.atleast_2d(np.asarray(X, dtype=float))
+        out = np.empty(X.shape[0])
+        for lo in range(0, X.shape[0], _DIAG_BLOCK):
+            out[lo:lo + _DIAG_BLOCK] = np.diag(np.asarray(self._gram(X[lo:lo + _DIAG_BLOCK], **values)))
+        return out
+
+    def is_stationary(self):
+        """A DEKer depends on the inputs themselves (their norms), not only on ``x − x'``."""
+        return False
+
+    def __repr__(self):
+        link = (f"activation={self.activation!r}" if self.activation is not None
+                else f"reparam={self.reparam if self.reparam is not None else 'relu'!r}")
+        extra = "" if self.steps is None else f", steps={self.steps!r}"
+        return (f"DEKernel({self.family!r}, {link}, lam={_fmt(self.lam)}, feature_scale={_fmt(self.feature_scale)}, "
+                f"input_scale={_fmt(self.input_scale)}, bias={_fmt(self.bias)}, features={self.features!r}{extra})")
+
+
+def _fmt(value):
+    return f"{value:.3g}" if isinstance(value, numbers.Real) else repr(value)
