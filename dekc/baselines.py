@@ -25,11 +25,10 @@ import numpy as np
 import sympy as sp
 
 from ._jax import jnp
-from .expectations import gaussian_expectation
+from .expectations import _TINY, gaussian_expectation  # a zero variance (x̃ = 0): the limit a → 0⁺
 from .expressions import ETA, as_eta_expression
 from .kernel import _DOT_COLUMNS, InputError, _augment, _dot, _is_traced, _matrix, _row_ids
 
-_TINY = 1e-300  # a zero variance (x̃ = 0) is evaluated at the limit a → 0⁺, as in dekc.kernel
 
 
 class NNGP:

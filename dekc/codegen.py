@@ -35,7 +35,7 @@ from pathlib import Path
 import sympy as sp
 
 from ._version import __version__
-from .expectations import GaussianExpectation, gaussian_expectation
+from .expectations import _TINY, GaussianExpectation, gaussian_expectation
 from .expressions import ETA
 from .printer import function_source
 from .quadrature import HELPERS
@@ -165,7 +165,6 @@ def diagonal_update_da(a, c, mu, lam):
 
 _P, _CIN, _MX, _MY, _MU, _LAM = sp.symbols("p c_in mu_x mu_y mu lam", real=True)
 _INV_SAB = sp.Symbol("inv_sab", positive=True)
-_TINY = 1e-300
 
 
 def _fused(expectations: dict) -> str:

@@ -40,7 +40,7 @@ import sympy as sp
 from . import codegen
 from ._jax import jax, jnp
 from .errors import ConvergenceError, DekcError, DekcWarning
-from .expectations import gaussian_expectation
+from .expectations import _TINY, gaussian_expectation
 from .expressions import as_eta_expression
 from .links import link as derive_link
 from .registry import family as lookup_family
@@ -435,8 +435,7 @@ def _gram_entries(pair, i, j, same_x, same_y, nx, ny, gx, cdx, s2):
         same = jnp.all(same_x[i] == same_y[j], axis=1)
     # identical pairs take the one-point value; the pair form sees c = 0 there (its gradient at
     # full correlation is infinite and would poison the where)
-    floor = 1e-300
-    c = jnp.where(same, cdx[i], s2 * pair(jnp.maximum(nx[i], floor), jnp.maximum(ny[j], floor),
+    c = jnp.where(same, cdx[i], s2 * pair(jnp.maximum(nx[i], _TINY), jnp.maximum(ny[j], _TINY),
                                            jnp.where(same, 0.0, _dot(gx, i, j))))
     return c, same
 
@@ -570,14 +569,18 @@ def _moments(c, mu, traced):
     return jnp.asarray(c, dtype=jnp.float64)
 
 
+def _correlation(dot, var_i, var_j):
+    """``dot/√(var_i var_j)`` clipped to ``[−1, 1]``; 0 where a variance is 0."""
+    norm = jnp.sqrt(var_i * var_j)
+    return jnp.where(norm > 0, jnp.clip(dot / jnp.where(norm > 0, norm, 1.0), -1.0, 1.0), 0.0)
+
+
 def _input_correlation(i, j, nx, ny, gx):
-    norm = jnp.sqrt(nx[i] * ny[j])
-    return jnp.where(norm > 0, jnp.clip(_dot(gx, i, j) / jnp.where(norm > 0, norm, 1.0), -1.0, 1.0), 0.0)
+    return _correlation(_dot(gx, i, j), nx[i], ny[j])
 
 
 def _array_correlation(i, j, psi, d):
-    norm = jnp.sqrt(d[i] * d[j])
-    return jnp.where(norm > 0, jnp.clip(psi[i, j] / jnp.where(norm > 0, norm, 1.0), -1.0, 1.0), 0.0)
+    return _correlation(psi[i, j], d[i], d[j])
 
 
 def _unit_correlation(i, j):

@@ -18,7 +18,7 @@ mu_x = mu(x), mu_y = mu(x'):
 Diagonal, u ~ N(0, a):
     D(a) = (E sigma(u)^2 - 2 mu E sigma(u) rho(u) + c E rho(u)^2) / lam^2
 
-input hash: sha256:e7bc43c0f673fb5eaf6d61636583c8b1bf3ec5fd319473e55043d4c3bbc916b6
+input hash: sha256:c57b6ec2d3a7c7a95953d42b8dd64fff5c500a4db9f09ef0a1687ff67963d243
 """
 
 import jax
@@ -27,7 +27,7 @@ import jax.scipy.special as jsp
 
 
 DEKC_VERSION = '0.1.0'
-INPUT_HASH = 'e7bc43c0f673fb5eaf6d61636583c8b1bf3ec5fd319473e55043d4c3bbc916b6'
+INPUT_HASH = 'c57b6ec2d3a7c7a95953d42b8dd64fff5c500a4db9f09ef0a1687ff67963d243'
 METADATA = {'family': 'bernoulli', 'route': 'reparam', 'spec': 'eta', 'kappa': None, 'parameters': {}}
 METHODS = {'sigma,sigma': 'quadrature', 'sigma,rho': 'quadrature', 'rho,rho': 'closed-form'}
 ERROR_BOUNDS = {'sigma,sigma': 1.3954098066957507e-14, 'sigma,rho': 7.983681890494197e-15, 'rho,rho': 1e-12}

@@ -18,7 +18,7 @@ mu_x = mu(x), mu_y = mu(x'):
 Diagonal, u ~ N(0, a):
     D(a) = (E sigma(u)^2 - 2 mu E sigma(u) rho(u) + c E rho(u)^2) / lam^2
 
-input hash: sha256:89ec85673d3478b48b1c6fe4d184dde7b021793122381176b07fa00dc0503303
+input hash: sha256:2f357127abcd4c57acebf14045a8d8c2b1430ab3848a96cfdd16cf4d6de547bc
 """
 
 import jax
@@ -27,7 +27,7 @@ import jax.scipy.special as jsp
 
 
 DEKC_VERSION = '0.1.0'
-INPUT_HASH = '89ec85673d3478b48b1c6fe4d184dde7b021793122381176b07fa00dc0503303'
+INPUT_HASH = '2f357127abcd4c57acebf14045a8d8c2b1430ab3848a96cfdd16cf4d6de547bc'
 METADATA = {'family': 'gaussian', 'route': 'reparam', 'spec': 'Max(0, eta)', 'kappa': None, 'parameters': {}}
 METHODS = {'sigma,sigma': 'closed-form', 'sigma,rho': 'closed-form', 'rho,rho': 'closed-form'}
 ERROR_BOUNDS = {'sigma,sigma': 1e-12, 'sigma,rho': 1e-12, 'rho,rho': 1e-12}

@@ -18,7 +18,7 @@ mu_x = mu(x), mu_y = mu(x'):
 Diagonal, u ~ N(0, a):
     D(a) = (E sigma(u)^2 - 2 mu E sigma(u) rho(u) + c E rho(u)^2) / lam^2
 
-input hash: sha256:140de6dbbf9e0a3a96e72acf5de6879e4e55375d336e0e17e6c32d9539e8f442
+input hash: sha256:306eb9528eee45008f1620f7e0730d4e2ea1750b04536a7fb8913d7e39a6923b
 """
 
 import jax
@@ -27,7 +27,7 @@ import jax.scipy.special as jsp
 
 
 DEKC_VERSION = '0.1.0'
-INPUT_HASH = '140de6dbbf9e0a3a96e72acf5de6879e4e55375d336e0e17e6c32d9539e8f442'
+INPUT_HASH = '306eb9528eee45008f1620f7e0730d4e2ea1750b04536a7fb8913d7e39a6923b'
 METADATA = {'family': 'poisson', 'route': 'reparam', 'spec': 'eta', 'kappa': None, 'parameters': {}}
 METHODS = {'sigma,sigma': 'closed-form', 'sigma,rho': 'closed-form', 'rho,rho': 'closed-form'}
 ERROR_BOUNDS = {'sigma,sigma': 1e-12, 'sigma,rho': 1e-12, 'rho,rho': 1e-12}
