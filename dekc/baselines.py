@@ -77,7 +77,7 @@ class NNGP:
         same = ids_x[i] == ids_y[j] if ids_x.ndim == 1 else jnp.all(ids_x[i] == ids_y[j], axis=1)
         # x̃·ỹ entry by entry from the rows for few columns: every entry is computed the same way
         # whichever Gram matrix it belongs to
-        gx = (xt, yt) if xt.shape[1] <= _DOT_COLUMNS else xt @ yt.T
+        gx = (xt.T, yt.T) if xt.shape[1] <= _DOT_COLUMNS else xt @ yt.T
         diag_x, _, entries = self._layers(jnp.sum(xt * xt, axis=1), jnp.sum(yt * yt, axis=1),
                                           _dot(gx, i, j), i, j, same)
         values = jnp.where(same, diag_x[i], entries)

@@ -1,11 +1,14 @@
-"""The ``dekc`` command line: ``families``, ``link``, ``compile`` and ``verify``."""
+"""The ``dekc`` command line: ``families``, ``link``, ``compile``, ``verify`` and ``gram``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 import warnings
 from pathlib import Path
+
+import numpy as np
 
 from . import __version__
 from .errors import DekcError, DekcWarning
@@ -100,6 +103,58 @@ def cmd_verify(args) -> int:
     return 0 if report.ok else 1
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text}")
+    return value
+
+
+def _steps(text: str):
+    """``fixed`` (the fixed point), ``T`` or ``T1,T2,...`` (a stack of T-step kernels)."""
+    if text.strip().lower() in ("fixed", "none", "inf"):
+        return None
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'fixed', a whole number or a comma-separated list, got {text!r}") \
+            from None
+    if any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"steps must be non-negative, got {text}")
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def cmd_gram(args) -> int:
+    from .io import read_inputs
+
+    X = read_inputs(args.data, delimiter=args.delimiter)
+    Y = None if args.y is None else read_inputs(args.y, delimiter=args.delimiter)
+    if Y is not None and Y.shape[1] != X.shape[1]:
+        raise DekcError(f"{args.data} has {X.shape[1]} columns and {args.y} has {Y.shape[1]}; they must match")
+    if args.output.suffix.lower() != ".npy":
+        raise DekcError(f"the output {args.output} must be a .npy file (numpy.save format)")
+    if not args.output.parent.is_dir():
+        raise DekcError(f"cannot write {args.output}: the folder {args.output.parent} does not exist")
+    ker = _compile(args)
+    start = time.perf_counter()
+    K = ker.gram(X, Y, lam=args.lam, feature_scale=args.feature_scale, input_scale=args.input_scale, bias=args.bias,
+                 features=args.features, steps=args.steps, psi0=args.psi0, diagonal=args.diagonal,
+                 progress=not args.quiet)
+    elapsed = time.perf_counter() - start
+    try:
+        with open(args.output, "wb") as handle:
+            np.save(handle, K)
+    except OSError as exc:
+        raise DekcError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+    what = "fixed point" if args.steps is None else f"{args.steps}-step" if isinstance(args.steps, int) \
+        else f"T-step stack {list(args.steps)}"
+    print(f"wrote {args.output}: {' x '.join(map(str, K.shape))} float64 ({what}, lam = {args.lam:g}) in {elapsed:.2f} s")
+    return 0
+
+
 def _link_options(p) -> None:
     """FAMILY, --reparam | --activation, --param, --kappa (shared by link, compile and verify)."""
     p.add_argument("family", help="a registered family name")
@@ -155,6 +210,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None,
                    help="processes for the 2-D reference integrals (default: one per CPU)")
     p.set_defaults(run=cmd_verify)
+
+    p = sub.add_parser("gram", help="compute the DEKer Gram matrix of a data file and save it as .npy")
+    p.add_argument("data", type=Path, help="inputs: .csv/.tsv/.txt (a header line is skipped) or .npy, one row each")
+    _link_options(p)
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="K.npy", help="where to save the Gram matrix")
+    p.add_argument("--y", type=Path, default=None, metavar="DATA2", help="second inputs: K(DATA, DATA2) instead")
+    p.add_argument("--lam", type=_positive_float, default=2.0, help="lambda (default 2)")
+    p.add_argument("--feature-scale", type=_positive_float, default=1.0, help="s (default 1)")
+    p.add_argument("--input-scale", type=_positive_float, default=1.0, help="input scale (default 1)")
+    p.add_argument("--bias", type=float, default=0.0, help="the constant appended to the scaled input (default 0)")
+    p.add_argument("--features", default="relu", help="data feature map f: shorthand or expression (default relu)")
+    p.add_argument("--steps", type=_steps, default=None, metavar="T",
+                   help="'fixed' (default: the fixed point), T, or T1,T2,... (a stack of T-step kernels)")
+    p.add_argument("--psi0", choices=("input", "constant"), default="input", help="start of the iteration")
+    p.add_argument("--diagonal", choices=("exact", "limit"), default="exact",
+                   help="identical inputs: the diagonal value (exact) or the continuous part (limit)")
+    p.add_argument("--delimiter", default=None, help="text files: the column delimiter (default: by extension)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=cmd_gram)
     return parser
 
 

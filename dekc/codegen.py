@@ -37,6 +37,7 @@ import sympy as sp
 from ._version import __version__
 from .expectations import _TINY, GaussianExpectation, gaussian_expectation
 from .expressions import ETA
+from .printer import HELPERS as ARC_HELPERS
 from .printer import function_source
 from .quadrature import HELPERS
 
@@ -119,7 +120,7 @@ def module_source(*, title: str, sigma: sp.Expr, rho: sp.Expr, R: sp.Expr, diges
     constants = [f"DEKC_VERSION = {__version__!r}", f"INPUT_HASH = {digest!r}",
                  f"METADATA = {metadata!r}",
                  f"METHODS = {methods!r}", f"ERROR_BOUNDS = {bounds!r}", f"NODES_PER_ENTRY = {nodes}"]
-    parts = ["\n".join(header), "\n".join(constants)]
+    parts = ["\n".join(header), "\n".join(constants), ARC_HELPERS]
     if any(E.method == "quadrature" for E in expectations.values()):
         parts.append(HELPERS)
     for pair, E in expectations.items():

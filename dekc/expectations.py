@@ -40,6 +40,7 @@ import sympy as sp
 
 from .errors import DekcError
 from .expressions import ETA, as_eta_expression, to_mpmath
+from .printer import HELPERS as ARC_HELPERS
 from .printer import UnprintableError, function_source
 
 A, B = sp.symbols("a b", positive=True)
@@ -527,7 +528,7 @@ def exec_functions(source: str, prefix: str) -> dict:
     from ._jax import jax, jnp, jsp
 
     namespace = {"jax": jax, "jnp": jnp, "jsp": jsp}
-    exec(compile(source, f"<dekc {prefix}>", "exec"), namespace)  # source printed by dekc.printer
+    exec(compile(ARC_HELPERS + "\n\n" + source, f"<dekc {prefix}>", "exec"), namespace)  # printed by dekc.printer
     return {"pair": jax.jit(namespace[prefix]), "dc": jax.jit(namespace[f"{prefix}_dc"]),
             "one_point": jax.jit(namespace[f"{prefix}_one_point"]),
             "positive": jax.jit(namespace[f"_{prefix}_form"])}

@@ -226,7 +226,8 @@ class Kernel:
         ``λ`` the diagonal iteration diverges from large starts. ``0.0`` when ``D`` grows slower
         than ``a``; ``None`` when it grows faster (then no ``λ`` bounds it from every start)."""
         m = self.module
-        a = jnp.asarray([1e6, 1e8])
+        # far enough out that the lower-order terms (c, μ√a) are below 1e-3 of the leading one
+        a = jnp.asarray([1e12, 1e16]) * max(1.0, abs(float(c)), float(mu) ** 2)
         growth = (m.K_sigma_sigma_one_point(a) - 2 * mu * m.K_sigma_rho_one_point(a) + c * m.K_rho_rho_one_point(a))
         ratio = np.asarray(growth) / np.asarray(a)
         if not np.all(np.isfinite(ratio)) or ratio[1] > 2 * abs(ratio[0]) + 1e-12:
@@ -237,15 +238,20 @@ class Kernel:
 
     # -- public entry points ----------------------------------------------------------------------
     def gram(self, X, Y=None, *, lam=2.0, feature_scale=1.0, input_scale=1.0, bias=0.0, features="relu",
-             steps=None, psi0="input", diagonal="exact"):
+             steps=None, psi0="input", diagonal="exact", progress=None):
         """The DEKer Gram matrix ``k(X_i, Y_j)`` (``Y = X`` when omitted).
 
         ``features`` is the data feature map ``f`` (shorthand, expression in ``eta``); the
         input moments use ``x̃ = (input_scale·x, bias)`` and feature scale ``s``.
         ``steps=None`` gives the fixed point, ``steps=T`` the ``T``-step kernel from ``psi0``
-        (``"input"``: ``x̃·x̃'``, ``"constant"``: 1, or an ``(n, n)`` array when ``Y`` is omitted).
+        (``"input"``: ``x̃·x̃'``, ``"constant"``: 1, or an ``(n, n)`` array when ``Y`` is omitted);
+        a sequence ``steps=(T1, T2, ...)`` gives the stack ``(len(steps), n, m)`` of those
+        T-step kernels from one iteration.
         ``diagonal="exact"`` gives identical inputs the diagonal value, ``"limit"`` the
-        continuous part. Returns a float64 numpy array ``(n, m)`` (a JAX array under tracing).
+        continuous part. ``progress``: True shows a progress bar (on stderr) over the entries when
+        there is more than one block, a callable is called as ``progress(done, total)`` after each
+        block; ignored under tracing. Returns a float64 numpy array ``(n, m)`` (a JAX array under
+        tracing).
         """
         traced = _is_traced(X, Y, lam, feature_scale, input_scale, bias, psi0)
         X = _matrix(X, "X", traced)
@@ -253,7 +259,7 @@ class Kernel:
         Y = X if symmetric else _matrix(Y, "Y", traced)
         if X.shape[1] != Y.shape[1]:
             raise InputError(f"X has {X.shape[1]} columns and Y has {Y.shape[1]}; they must match")
-        _check_options(steps, diagonal)
+        steps = _check_options(steps, diagonal)
         lam = _positive(lam, "lam", traced)
         Ef = _feature_expectations(features)
         xt = _augment(X, input_scale, bias)
@@ -261,16 +267,16 @@ class Kernel:
         nx, ny = jnp.sum(xt * xt, axis=1), jnp.sum(yt * yt, axis=1)
         # x̃·ỹ entry by entry from the rows for few columns (no n × m temporary, and every entry
         # is computed the same way whichever matrix it belongs to); as a matrix product otherwise
-        gx = (xt, yt) if xt.shape[1] <= _DOT_COLUMNS else xt @ yt.T
+        gx = (xt.T, yt.T) if xt.shape[1] <= _DOT_COLUMNS else xt @ yt.T
         s2 = jnp.square(feature_scale)
         cdx, cdy = s2 * Ef["ff"].one_point(nx), s2 * Ef["ff"].one_point(ny)
         mux, muy = feature_scale * Ef["f1"].one_point(nx), feature_scale * Ef["f1"].one_point(ny)
         entries = (Ef["entries"], (*_row_ids(xt, yt, symmetric), nx, ny, gx, cdx, s2))
         start = _start(psi0, nx, ny, gx, symmetric, X.shape[0])
         return self._solve(cdx, cdy, mux, muy, entries, start, lam, steps, diagonal, symmetric,
-                           traced, (X.shape[0], Y.shape[0]))
+                           traced, (X.shape[0], Y.shape[0]), progress)
 
-    def from_moments(self, c, mu, *, lam=2.0, steps=None, psi0="constant", diagonal="exact"):
+    def from_moments(self, c, mu, *, lam=2.0, steps=None, psi0="constant", diagonal="exact", progress=None):
         """The same kernel from input moments: ``c`` ``(n, n)`` PSD and ``mu`` ``(n,)``.
 
         Entries with ``c_ij = c_ii = c_jj`` and ``μ_i = μ_j`` are identical inputs (diagonal
@@ -279,7 +285,7 @@ class Kernel:
         traced = _is_traced(c, mu, lam, psi0)
         c = _moments(c, mu, traced)
         mu = jnp.asarray(mu, dtype=jnp.float64)
-        _check_options(steps, diagonal)
+        steps = _check_options(steps, diagonal)
         lam = _positive(lam, "lam", traced)
         n = c.shape[0]
         cd = jnp.diagonal(c)
@@ -287,46 +293,60 @@ class Kernel:
             raise InputError("psi0='input' needs the inputs x̃; from_moments takes psi0='constant' or an (n, n) array")
         start = _start(psi0, None, None, None, True, n)
         return self._solve(cd, cd, mu, mu, (_moment_entries, (c, cd, mu)), start, lam, steps, diagonal, True,
-                           traced, (n, n))
+                           traced, (n, n), progress)
 
     # -- the solver -------------------------------------------------------------------------------
-    def _solve(self, cdx, cdy, mux, muy, entries, start, lam, steps, diagonal, symmetric, traced, shape):
-        """Diagonal first, then every entry ``(i, j)`` (``i ≤ j`` when symmetric) in chunks."""
+    def _solve(self, cdx, cdy, mux, muy, entries, start, lam, steps, diagonal, symmetric, traced, shape,
+               progress=None):
+        """Diagonal first, then every entry ``(i, j)`` (``i ≤ j`` when symmetric) in chunks.
+
+        ``steps``: None (the fixed point), an int, or a tuple of ints (a stack of T-step kernels).
+        """
         n, m = shape
         (a0x, a0y), (corr_fn, corr_args) = start
         entries_fn, entries_args = entries
-        ax = self._diagonal(a0x, cdx, mux, lam, steps, traced, "X")
-        ay = ax if symmetric else self._diagonal(a0y, cdy, muy, lam, steps, traced, "Y")
+        stops = steps if isinstance(steps, tuple) else None if steps is None else (steps,)
+        last = None if stops is None else max(stops)
+        ax = self._diagonal(a0x, cdx, mux, lam, last, traced, "X")
+        ay = ax if symmetric else self._diagonal(a0y, cdy, muy, lam, last, traced, "Y")
         total = n * (n + 1) // 2 if symmetric else n * m
         chunk = min(self._chunk, _pow2_at_least(total))
         pieces = []
-        out = jnp.zeros(shape) if traced else np.empty(shape)
+        layers = 1 if stops is None else len(stops)
+        out = jnp.zeros((layers, *shape)) if traced else np.empty((layers, *shape))
         values = []
         limit = diagonal == "limit" and steps is None
-        for lo in range(0, total, chunk):
-            i, j = _entries_of(lo, min(lo + chunk, total), n, m, symmetric)
-            k = i.size
-            if k < chunk:  # pad with the first entry: one compiled shape for every chunk
-                i, j = np.concatenate([i, np.full(chunk - k, i[0])]), np.concatenate([j, np.full(chunk - k, j[0])])
-            problem = _prepare(entries_fn, corr_fn, limit, i, j, ax if steps else ax[-1], ay if steps else ay[-1],
-                               mux, muy, entries_args, corr_args)
-            if steps is None:
-                v = self._fixed_chunk(problem, lam, diagonal, traced, i, j)
-            else:
-                v = self._steps_chunk(problem, lam, steps, traced, i, j)
-            v = v[:k]
-            if traced:
-                values.append(v)
-                pieces.append((i[:k], j[:k]))
-            else:
-                _write(out, i[:k], j[:k], np.asarray(v), symmetric)
+        report = _progress(None if traced else progress, total, chunk)
+        try:
+            for lo in range(0, total, chunk):
+                i, j = _entries_of(lo, min(lo + chunk, total), n, m, symmetric)
+                k = i.size
+                if k < chunk:  # pad with the first entry: one compiled shape for every chunk
+                    i, j = np.concatenate([i, np.full(chunk - k, i[0])]), np.concatenate([j, np.full(chunk - k, j[0])])
+                problem = _prepare(entries_fn, corr_fn, limit, i, j, ax if stops else ax[-1], ay if stops else ay[-1],
+                                   mux, muy, entries_args, corr_args)
+                if stops is None:
+                    v = self._fixed_chunk(problem, lam, diagonal, traced, i, j)[None]
+                else:
+                    v = self._steps_chunk(problem, lam, stops, traced, i, j)
+                v = v[:, :k]
+                if traced:
+                    values.append(v)
+                    pieces.append((i[:k], j[:k]))
+                else:
+                    v = np.asarray(v)
+                    for layer in range(layers):
+                        _write(out[layer], i[:k], j[:k], v[layer], symmetric)
+                    report(lo + k)
+        finally:
+            report(None)
         if traced:
-            v = jnp.concatenate(values)
+            v = jnp.concatenate(values, axis=1)
             rows, cols = (np.concatenate(idx) for idx in zip(*pieces))
-            out = out.at[rows, cols].set(v)
+            out = out.at[:, rows, cols].set(v)
             if symmetric:
-                out = out.at[cols, rows].set(v)
-        return out
+                out = out.at[:, cols, rows].set(v)
+        return out if isinstance(steps, tuple) else out[0]
 
     def _diagonal(self, a0, cd, mu, lam, steps, traced, which):
         """Diagonal values: the fixed point ``(1, n)`` or the trajectory ``(steps + 1, n)``."""
@@ -358,14 +378,15 @@ class Kernel:
             p = _implicit(lambda q: self._pair_step(q, a, b, c_s, mux, muy, lam), p)
         return _finish(p, a, b, same, diagonal == "exact")
 
-    def _steps_chunk(self, problem, lam, steps, traced, i, j):
-        p = _pair_steps(self._pair_step, steps, *problem, lam)
+    def _steps_chunk(self, problem, lam, stops, traced, i, j):
+        """The T-step values ``(len(stops), chunk)`` of one chunk."""
+        p = _pair_steps(self._pair_step, stops, *problem, lam)
         if not traced:
             bad = ~np.isfinite(np.asarray(p))
             if bad.any():
-                k = int(np.argmax(bad))
-                raise ConvergenceError(f"the {steps}-step kernel overflows at entry ({i[k]}, {j[k]}) with lam = "
-                                       f"{float(lam)}: use fewer steps, a larger lam or a smaller psi0")
+                layer, k = np.unravel_index(int(np.argmax(bad)), bad.shape)
+                raise ConvergenceError(f"the {stops[layer]}-step kernel overflows at entry ({i[k]}, {j[k]}) with "
+                                       f"lam = {float(lam)}: use fewer steps, a larger lam or a smaller psi0")
         return p
 
     def _report(self, status, *, lam, i=None, j=None, **values):
@@ -397,16 +418,40 @@ class Kernel:
                                f"{hint}. Try a larger lam, a smaller start (psi0) or a finite number of steps.")
 
 
+def _progress(progress, total, chunk):
+    """``report(done)`` after each block and ``report(None)`` at the end, for ``progress``
+    None/False (nothing), True (a tqdm bar when there is more than one block) or a callable."""
+    if callable(progress):
+        return lambda done: None if done is None else progress(done, total)
+    if progress not in (None, False, True) or isinstance(progress, (int, float)) and not isinstance(progress, bool):
+        raise InputError(f"progress must be True, False, None or a callable(done, total), got {progress!r}")
+    if not progress or total <= chunk:
+        return lambda done: None
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, unit="entries", unit_scale=True, desc="dekc gram", leave=False)
+
+    def report(done):
+        if done is None:
+            bar.close()
+        else:
+            bar.update(done - bar.n)
+    return report
+
+
 def _entries_of(start, stop, n, m, symmetric):
     """Row and column indices of the flat entries ``start:stop`` in row-major order of the
     upper triangle with its diagonal (``symmetric``) or of the whole ``n × m`` matrix."""
-    flat = np.arange(start, stop, dtype=np.int64)
     if not symmetric:
+        flat = np.arange(start, stop, dtype=np.int64)
         return flat // m, flat % m
-    r = np.arange(n, dtype=np.int64)
-    offsets = r * n - r * (r - 1) // 2  # flat index of entry (r, r)
-    rows = np.searchsorted(offsets, flat, side="right") - 1
-    return rows, rows + (flat - offsets[rows])
+    r = np.arange(n + 1, dtype=np.int64)
+    offsets = r * n - r * (r - 1) // 2  # flat index of entry (r, r); offsets[n] = the total
+    first, last = np.searchsorted(offsets, [start, stop - 1], side="right") - 1
+    # the chunk is a run of whole rows, cut at both ends: repeat each row over its entries there
+    counts = np.minimum(offsets[first + 1:last + 2], stop) - np.maximum(offsets[first:last + 1], start)
+    rows = np.repeat(np.arange(first, last + 1), counts)
+    return rows, rows + np.arange(start, stop, dtype=np.int64) - np.repeat(offsets[first:last + 1], counts)
 
 
 def _write(out, rows, cols, values, symmetric):
@@ -441,9 +486,14 @@ def _gram_entries(pair, i, j, same_x, same_y, nx, ny, gx, cdx, s2):
 
 
 def _dot(gx, i, j):
-    """``x̃_i·ỹ_j``: ``gx`` is the matrix of products or the pair of row matrices."""
+    """``x̃_i·ỹ_j``: ``gx`` is the matrix of products or the pair of transposed inputs ``(x̃ᵀ, ỹᵀ)``
+    (one gather per column and input: much cheaper than gathering rows)."""
     if isinstance(gx, tuple):
-        return jnp.sum(gx[0][i] * gx[1][j], axis=1)
+        xs, ys = gx
+        out = xs[0][i] * ys[0][j]
+        for k in range(1, xs.shape[0]):
+            out = out + xs[k][i] * ys[k][j]
+        return out
     return gx[i, j]
 
 
@@ -497,14 +547,18 @@ def _diagonal_steps(update, steps, a0, cd, mu, lam):
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def _pair_steps(update, steps, a, b, c, mux, muy, p0, same, lam):
-    """``steps`` iterations of the off-diagonal map along the diagonal trajectories ``a``, ``b``.
+def _pair_steps(update, stops, a, b, c, mux, muy, p0, same, lam):
+    """Iterations of the off-diagonal map along the diagonal trajectories ``a``, ``b``: the
+    values after each number of steps in ``stops`` (a tuple), ``(len(stops), chunk)``, from one run.
 
     The T-step kernel is continuous in the inputs, so identical inputs take the diagonal
     trajectory under either ``diagonal`` option.
     """
-    p = jax.lax.fori_loop(0, steps, lambda t, p: update(p, a[t], b[t], c, mux, muy, lam)[0], p0)
-    return jnp.where(same, a[-1], p)
+    done, p, found = 0, p0, {}
+    for stop in sorted(set(stops)):
+        p = jax.lax.fori_loop(done, stop, lambda t, p: update(p, a[t], b[t], c, mux, muy, lam)[0], p)
+        found[stop], done = jnp.where(same, a[stop], p), stop
+    return jnp.stack([found[stop] for stop in stops])
 
 
 # -- inputs ----------------------------------------------------------------------------------------
@@ -543,10 +597,22 @@ def _positive(value, name, traced):
 
 
 def _check_options(steps, diagonal):
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0):
-        raise InputError(f"steps must be None (the fixed point) or a non-negative integer, got {steps!r}")
+    """Validate ``steps`` and ``diagonal``; returns ``steps`` as None, an int or a tuple of ints."""
     if diagonal not in ("exact", "limit"):
         raise InputError(f"diagonal must be 'exact' or 'limit', got {diagonal!r}")
+    if steps is None:
+        return None
+
+    def count(t):
+        return not isinstance(t, bool) and isinstance(t, (int, np.integer)) and t >= 0
+
+    if count(steps):
+        return int(steps)
+    if isinstance(steps, (list, tuple, np.ndarray)) and len(steps) and all(count(t) for t in np.ravel(steps)) \
+            and np.ndim(steps) == 1:
+        return tuple(int(t) for t in steps)
+    raise InputError(f"steps must be None (the fixed point), a non-negative integer or a non-empty sequence of "
+                     f"them (a stack of T-step kernels), got {steps!r}")
 
 
 def _moments(c, mu, traced):

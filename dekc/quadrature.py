@@ -47,6 +47,7 @@ from .expectations import (
     canonicalise,
 )
 from .expressions import ETA, kink_points
+from .printer import HELPERS as ARC_HELPERS
 from .printer import UnprintableError, function_source
 
 _L = 10.0
@@ -127,7 +128,8 @@ def conditional_expectation(g: sp.Expr) -> sp.Expr:
 
 def _run(source: str, *names):
     namespace = {"jax": jax, "jnp": jnp, "jsp": jsp}
-    exec(compile(HELPERS + "\n\n" + source, "<dekc quadrature>", "exec"), namespace)  # printed by dekc
+    exec(compile(ARC_HELPERS + "\n\n" + HELPERS + "\n\n" + source, "<dekc quadrature>", "exec"),
+         namespace)  # printed by dekc
     return [jax.jit(namespace[name]) for name in names]
 
 

@@ -26,12 +26,13 @@ others; it then has to be positive.
 
 Default bounds
 --------------
-``lam_bounds=(1.1, 1e3)``: the fixed point exists only for ``λ`` above a divergence bound
-(``Kernel.lambda_bound()``: ``1/√2`` for the Gaussian family with ``R = ReLU``, where
-``k(x, x) = c(x, x)/(2λ² − 1)``; ``1`` for the canonical Gaussian kernel ``k = c/(λ² − 1)``), and
-the kernel blows up as ``λ`` approaches it. The lower bound ``1.1`` keeps a margin above both.
-For other families check ``dekc.compile_kernel(...).lambda_bound()`` and pass your own
-``lam_bounds``. ``feature_scale_bounds`` and ``input_scale_bounds`` default to ``(1e-3, 1e3)``.
+``lam_bounds="auto"``: the fixed point exists only for ``λ`` above a divergence bound
+``Kernel.lambda_bound()`` (``1/√2`` for the Gaussian family with ``R = ReLU``, where
+``k(x, x) = c(x, x)/(2λ² − 1)``; ``1`` for the canonical Gaussian kernel ``k = c/(λ² − 1)``;
+``v/√2`` for a Gaussian with variance ``v``), and the kernel blows up as ``λ`` approaches it.
+``"auto"`` is ``(1.5 × bound, 1e3)`` (at least ``0.1`` below; ``1.1`` when no ``λ`` bounds the
+iteration); pass a pair to choose your own. ``feature_scale_bounds`` and ``input_scale_bounds``
+default to ``(1e-3, 1e3)``.
 Errors raised by dekc (``ConvergenceError`` when ``λ`` is too small, ``InputError``,
 ``LinkError``, ...) propagate unchanged.
 
@@ -70,7 +71,9 @@ def _compiled(family, reparam, activation):
 def _check_bounds(name, bounds):
     if isinstance(bounds, str):
         if bounds != "fixed":
-            raise InputError(f"{name}_bounds must be 'fixed' or a pair (low, high) with 0 < low < high, got {bounds!r}")
+            extra = ", 'auto'" if name == "lam" else ""
+            raise InputError(f"{name}_bounds must be 'fixed'{extra} or a pair (low, high) with 0 < low < high, "
+                             f"got {bounds!r}")
         return bounds
     try:
         lo, hi = (float(b) for b in np.asarray(bounds, dtype=float).reshape(-1))
@@ -102,11 +105,12 @@ class DEKernel(_SkKernel):
         ``None`` for the fixed point, ``T`` for the ``T``-step kernel.
     lam_bounds, feature_scale_bounds, input_scale_bounds, bias_bounds : pair or "fixed"
         Bounds of the hyper-parameters (not of their logs); ``"fixed"`` excludes one from
-        ``theta``. See the module docstring for the defaults.
+        ``theta``; ``lam_bounds="auto"`` (default) starts above the kernel's divergence bound.
+        See the module docstring for the defaults.
     """
 
     def __init__(self, family="gaussian", reparam=None, activation=None, lam=2.0, feature_scale=1.0,
-                 input_scale=1.0, bias=0.0, features="relu", steps=None, lam_bounds=(1.1, 1e3),
+                 input_scale=1.0, bias=0.0, features="relu", steps=None, lam_bounds="auto",
                  feature_scale_bounds=(1e-3, 1e3), input_scale_bounds=(1e-3, 1e3), bias_bounds="fixed"):
         self.family = family
         self.reparam = reparam
@@ -125,7 +129,12 @@ class DEKernel(_SkKernel):
     # -- hyper-parameters (sklearn collects every ``hyperparameter_*`` attribute) -----------------
     @property
     def hyperparameter_lam(self):
-        return Hyperparameter("lam", "numeric", _check_bounds("lam", self.lam_bounds))
+        bounds = self.lam_bounds
+        if isinstance(bounds, str) and bounds == "auto":
+            bound = self.compiled.lambda_bound()
+            low = 1.1 if bound is None else max(1.5 * bound, 0.1)
+            bounds = (low, max(1e3, 10 * low))
+        return Hyperparameter("lam", "numeric", _check_bounds("lam", bounds))
 
     @property
     def hyperparameter_feature_scale(self):

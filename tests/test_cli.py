@@ -3,6 +3,7 @@
 import subprocess
 
 import numpy as np
+import pytest
 import sys
 
 import dekc
@@ -118,3 +119,89 @@ def test_compile_and_verify_report_bad_input(tmp_path, capsys):
     assert main(["compile", "gaussian", "--reparam", "relu", "-o", str(tmp_path / "missing" / "k.py")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("dekc: error: cannot write the kernel module to") and "No such file" in err
+
+
+# -- dekc gram ---------------------------------------------------------------------------------------
+
+def test_gram_reads_csv_and_npy_and_writes_the_kernel(tmp_path, capsys):
+    X = np.random.default_rng(3).normal(size=(6, 2))
+    np.savetxt(tmp_path / "x.csv", X, delimiter=",", header="u,v", comments="")
+    np.save(tmp_path / "x.npy", X)
+    expected = dekc.compile_kernel("gaussian", reparam="relu").gram(X, lam=3.0, bias=0.5)
+    for name in ("x.csv", "x.npy"):
+        out = tmp_path / f"K_{name}.npy"
+        assert main(["gram", str(tmp_path / name), "gaussian", "--reparam", "relu", "--lam", "3", "--bias", "0.5",
+                     "-o", str(out), "-q"]) == 0
+        np.testing.assert_array_equal(np.load(out), expected)
+    assert "wrote" in capsys.readouterr().out
+    # a second input set and a stack of T-step kernels
+    out = tmp_path / "KT.npy"
+    assert main(["gram", str(tmp_path / "x.csv"), "gaussian", "--reparam", "relu", "--y", str(tmp_path / "x.npy"),
+                 "--steps", "2,3", "-o", str(out), "-q"]) == 0
+    np.testing.assert_array_equal(np.load(out), dekc.compile_kernel("gaussian", reparam="relu").gram(X, X, steps=(2, 3)))
+
+
+@pytest.mark.parametrize("content, message", [
+    ("1,2\n3,x\n", "line 2, column 2: 'x' is not a number"),
+    ("1,2\n3\n", "line 2: 1 values where the first data row has 2"),
+    ("a,b\n", "header but no data rows"),
+    ("", "no data rows"),
+    ("1,2\n3,nan\n", "line 2, column 2"),
+    ("1,2\n,4\n", "an empty cell is not a number"),
+])
+def test_gram_reports_bad_files(tmp_path, capsys, content, message):
+    (tmp_path / "bad.csv").write_text(content)
+    assert main(["gram", str(tmp_path / "bad.csv"), "gaussian", "--reparam", "relu", "-o", str(tmp_path / "K.npy")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "K.npy").exists()
+
+
+def test_gram_reports_bad_arguments(tmp_path, capsys):
+    np.save(tmp_path / "x.npy", np.ones((3, 2)))
+    np.save(tmp_path / "strings.npy", np.array(["a", "b"]))
+    np.save(tmp_path / "inf.npy", np.array([[1.0, np.inf]]))
+    (tmp_path / "binary.csv").write_bytes(b"\xff\xfe\x00\x81")
+    cases = [
+        (["gram", str(tmp_path / "missing.csv")], "no such file"),
+        (["gram", str(tmp_path / "strings.npy")], "expected a real numeric array"),
+        (["gram", str(tmp_path / "inf.npy")], "row 1, column 2 is inf"),
+        (["gram", str(tmp_path / "binary.csv")], "not a text file"),
+        (["gram", str(tmp_path / "x.npy"), "-o", str(tmp_path / "K.txt")], "must be a .npy file"),
+        (["gram", str(tmp_path / "x.npy"), "-o", str(tmp_path / "no" / "K.npy")], "does not exist"),
+        (["gram", str(tmp_path / "x.npy"), "--y", str(tmp_path / "inf.npy")], "is inf"),
+    ]
+    for argv, message in cases:
+        if "-o" not in argv:
+            argv = argv + ["-o", str(tmp_path / "K.npy")]
+        assert main(argv[:2] + ["gaussian", "--reparam", "relu"] + argv[2:]) == 2, argv
+        assert message in capsys.readouterr().err, argv
+    with pytest.raises(SystemExit):
+        main(["gram", str(tmp_path / "x.npy"), "gaussian", "--reparam", "relu", "-o", "K.npy", "--lam", "-1"])
+
+
+def test_gram_shows_a_progress_bar_for_large_inputs(tmp_path, monkeypatch):
+    """More than one block: the bar (stderr) counts every entry; -q silences it."""
+    monkeypatch.setattr(dekc.kernel, "_CHUNK", 256)  # every kernel built from now on uses small blocks
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(40, 2)))
+    argv = ["gram", str(tmp_path / "x.npy"), "gaussian", "--reparam", "relu", "-o", str(tmp_path / "K.npy")]
+    seen = []
+    monkeypatch.setattr("tqdm.auto.tqdm.update", lambda self, k: seen.append(k) or setattr(self, "n", self.n + k))
+    assert main(argv) == 0
+    assert sum(seen) == 40 * 41 // 2 and len(seen) == 4
+    seen.clear()
+    assert main(argv + ["-q"]) == 0
+    assert not seen
+
+
+def test_text_inputs_without_delimiter_and_vectors(tmp_path):
+    from dekc.io import read_inputs
+
+    (tmp_path / "x.txt").write_text(" 1.0  2.5\n# comment\n-3   4e-1\n")
+    with pytest.raises(dekc.DekcError, match="line 2, column 1: '#'"):  # nothing is skipped silently
+        read_inputs(tmp_path / "x.txt")
+    (tmp_path / "y.txt").write_text("u v\n 1.0  2.5\n\n-3   4e-1\n")
+    np.testing.assert_array_equal(read_inputs(tmp_path / "y.txt"), [[1.0, 2.5], [-3.0, 0.4]])
+    np.save(tmp_path / "v.npy", np.arange(3))
+    np.testing.assert_array_equal(read_inputs(tmp_path / "v.npy"), [[0.0], [1.0], [2.0]])
+    (tmp_path / "s.tsv").write_text("1\t2\n3\t4\n")
+    np.testing.assert_array_equal(read_inputs(tmp_path / "s.tsv"), [[1, 2], [3, 4]])

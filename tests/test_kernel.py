@@ -167,6 +167,31 @@ def test_t_step_is_the_iteration_of_the_independent_map(relu_kernel):
     np.testing.assert_allclose(relu_kernel.gram(X, lam=lam, bias=0.3, steps=steps), P, rtol=1e-13, atol=1e-15)
 
 
+def test_a_sequence_of_steps_is_the_stack_of_t_step_kernels(relu_kernel):
+    """steps=(T1, T2, ...) from one run: the independent iteration of the joint map at each T
+    (steps=0 is Ψ₀ = x̃·x̃' itself), in the order asked, for square and rectangular Gram matrices."""
+    lam, bias = 1.7, 0.3
+    c, mu, _ = relu_moments(X, bias=bias)
+    xt = augment(X, 1.0, bias)
+    P = xt @ xt.T
+    trajectory = [P.copy()]
+    for _ in range(4):
+        d = np.diag(P).copy()
+        P = relu_update(P, d, d, c, mu, mu, lam)
+        np.fill_diagonal(P, (d / 2 - 2 * mu * np.sqrt(d / (2 * np.pi)) + np.diag(c) / 2) / lam**2)
+        trajectory.append(P.copy())
+    stack = relu_kernel.gram(X, lam=lam, bias=bias, steps=(4, 0, 2))
+    assert stack.shape == (3, len(X), len(X))
+    for layer, T in zip(stack, (4, 0, 2)):
+        expected = trajectory[T].copy()
+        expected[1, 5] = expected[5, 1] = expected[1, 1]  # duplicated inputs take the diagonal value
+        np.testing.assert_allclose(layer, expected, rtol=1e-13, atol=1e-15)
+    block = relu_kernel.gram(X, X[:3], lam=lam, bias=bias, steps=[2, 4])
+    np.testing.assert_allclose(block, stack[[2, 0]][:, :, :3], rtol=1e-13, atol=1e-15)
+    traced = jax.jit(lambda l: relu_kernel.gram(jnp.asarray(X), lam=l, bias=bias, steps=(4, 0, 2)))(lam)
+    np.testing.assert_allclose(traced, stack, rtol=1e-13, atol=1e-15)
+
+
 def test_psi0_constant_and_input_reach_the_same_root(relu_kernel):
     np.testing.assert_allclose(relu_kernel.gram(X, lam=2.0, psi0="constant"), relu_kernel.gram(X, lam=2.0),
                                rtol=1e-12, atol=1e-15)
@@ -278,6 +303,8 @@ def test_exponential_activation_diverges_from_a_large_start():
 @pytest.mark.parametrize("kwargs, message", [
     ({"lam": -1.0}, "lam must be a positive"),
     ({"lam": 2.0, "steps": -1}, "steps must be None"),
+    ({"lam": 2.0, "steps": []}, "steps must be None"),
+    ({"lam": 2.0, "steps": (2, 1.5)}, "steps must be None"),
     ({"lam": 2.0, "diagonal": "maybe"}, "diagonal must be"),
     ({"lam": 2.0, "psi0": "zeros"}, "psi0 must be"),
     ({"lam": 2.0, "psi0": np.eye(3)}, r"psi0 must have shape \(7, 7\)"),

@@ -18,7 +18,7 @@ mu_x = mu(x), mu_y = mu(x'):
 Diagonal, u ~ N(0, a):
     D(a) = (E sigma(u)^2 - 2 mu E sigma(u) rho(u) + c E rho(u)^2) / lam^2
 
-input hash: sha256:c57b6ec2d3a7c7a95953d42b8dd64fff5c500a4db9f09ef0a1687ff67963d243
+input hash: sha256:cc0217a26776475230fb19024b93b7793c9fde4d44d071cbf6be9c4a708ae733
 """
 
 import jax
@@ -27,11 +27,35 @@ import jax.scipy.special as jsp
 
 
 DEKC_VERSION = '0.1.0'
-INPUT_HASH = 'c57b6ec2d3a7c7a95953d42b8dd64fff5c500a4db9f09ef0a1687ff67963d243'
+INPUT_HASH = 'cc0217a26776475230fb19024b93b7793c9fde4d44d071cbf6be9c4a708ae733'
 METADATA = {'family': 'bernoulli', 'route': 'reparam', 'spec': 'eta', 'kappa': None, 'parameters': {}}
 METHODS = {'sigma,sigma': 'quadrature', 'sigma,rho': 'quadrature', 'rho,rho': 'closed-form'}
 ERROR_BOUNDS = {'sigma,sigma': 1.3954098066957507e-14, 'sigma,rho': 7.983681890494197e-15, 'rho,rho': 1e-12}
 NODES_PER_ENTRY = 4194304
+
+
+def _arc_parts(x):
+    """x clipped to [-1, 1], |x| > 1/2, z and asin(z) - z with asin(x) = asin(z) (|x| <= 1/2) or
+    pi/2 - 2 asin(z) (|x| > 1/2), z <= 1/2."""
+    x = jnp.clip(x, -1.0, 1.0)
+    outer = jnp.abs(x) > 0.5
+    t = jnp.where(outer, 0.5 - 0.5 * jnp.abs(x), x * x)
+    z = jnp.where(outer, jnp.sqrt(jnp.where(outer, t, 1.0)), x)
+    return x, outer, z, z * (t * ((((((((((((0.028757851367421566 * t + -0.014851887071247204) * t + 0.01740087944269402) * t + 0.005457506718640358) * t + 0.01032281435018578) * t + 0.011479177415184906) * t + 0.013971212973552933) * t + 0.017352392720869973) * t + 0.02237217294214989) * t + 0.030381944138531247) * t + 0.04464285714635543) * t + 0.07499999999998433) * t + 0.16666666666666669))
+
+
+def _asin(x):
+    """arcsin of x clipped to [-1, 1], within 2 ulp."""
+    x, outer, z, tail = _arc_parts(x)
+    far = 1.5707963267948966 - (2.0 * z + (2.0 * tail - 6.123233995736766e-17))
+    return jnp.where(outer, jnp.copysign(far, x), z + tail)
+
+
+def _acos(x):
+    """arccos of x clipped to [-1, 1], within 2 ulp."""
+    x, outer, z, tail = _arc_parts(x)
+    far = jnp.where(x > 0, 2.0 * (z + tail), 3.141592653589793 - (2.0 * z + (2.0 * tail - 1.2246467991473532e-16)))
+    return jnp.where(outer, far, 1.5707963267948966 - (x + (tail - 6.123233995736766e-17)))
 
 
 _QUAD_L = 10.0

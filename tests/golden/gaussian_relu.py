@@ -18,7 +18,7 @@ mu_x = mu(x), mu_y = mu(x'):
 Diagonal, u ~ N(0, a):
     D(a) = (E sigma(u)^2 - 2 mu E sigma(u) rho(u) + c E rho(u)^2) / lam^2
 
-input hash: sha256:2f357127abcd4c57acebf14045a8d8c2b1430ab3848a96cfdd16cf4d6de547bc
+input hash: sha256:ef50d9c473aacb5279570a5e2483bf6d7670f94d4b9df036ea9f1ef588d477d4
 """
 
 import jax
@@ -27,17 +27,41 @@ import jax.scipy.special as jsp
 
 
 DEKC_VERSION = '0.1.0'
-INPUT_HASH = '2f357127abcd4c57acebf14045a8d8c2b1430ab3848a96cfdd16cf4d6de547bc'
+INPUT_HASH = 'ef50d9c473aacb5279570a5e2483bf6d7670f94d4b9df036ea9f1ef588d477d4'
 METADATA = {'family': 'gaussian', 'route': 'reparam', 'spec': 'Max(0, eta)', 'kappa': None, 'parameters': {}}
 METHODS = {'sigma,sigma': 'closed-form', 'sigma,rho': 'closed-form', 'rho,rho': 'closed-form'}
 ERROR_BOUNDS = {'sigma,sigma': 1e-12, 'sigma,rho': 1e-12, 'rho,rho': 1e-12}
 NODES_PER_ENTRY = 1
 
 
+def _arc_parts(x):
+    """x clipped to [-1, 1], |x| > 1/2, z and asin(z) - z with asin(x) = asin(z) (|x| <= 1/2) or
+    pi/2 - 2 asin(z) (|x| > 1/2), z <= 1/2."""
+    x = jnp.clip(x, -1.0, 1.0)
+    outer = jnp.abs(x) > 0.5
+    t = jnp.where(outer, 0.5 - 0.5 * jnp.abs(x), x * x)
+    z = jnp.where(outer, jnp.sqrt(jnp.where(outer, t, 1.0)), x)
+    return x, outer, z, z * (t * ((((((((((((0.028757851367421566 * t + -0.014851887071247204) * t + 0.01740087944269402) * t + 0.005457506718640358) * t + 0.01032281435018578) * t + 0.011479177415184906) * t + 0.013971212973552933) * t + 0.017352392720869973) * t + 0.02237217294214989) * t + 0.030381944138531247) * t + 0.04464285714635543) * t + 0.07499999999998433) * t + 0.16666666666666669))
+
+
+def _asin(x):
+    """arcsin of x clipped to [-1, 1], within 2 ulp."""
+    x, outer, z, tail = _arc_parts(x)
+    far = 1.5707963267948966 - (2.0 * z + (2.0 * tail - 6.123233995736766e-17))
+    return jnp.where(outer, jnp.copysign(far, x), z + tail)
+
+
+def _acos(x):
+    """arccos of x clipped to [-1, 1], within 2 ulp."""
+    x, outer, z, tail = _arc_parts(x)
+    far = jnp.where(x > 0, 2.0 * (z + tail), 3.141592653589793 - (2.0 * z + (2.0 * tail - 1.2246467991473532e-16)))
+    return jnp.where(outer, far, 1.5707963267948966 - (x + (tail - 6.123233995736766e-17)))
+
+
 def _K_sigma_sigma_form(a, b, c):
     sab = jnp.sqrt(a * b)
     rho = jnp.where(sab > 0, jnp.clip(c / jnp.where(sab > 0, sab, 1.0), -1.0, 1.0), 0.0)
-    return jnp.broadcast_to(((1.0 / 4.0) * 0.3183098861837907 * jnp.sqrt(a) * jnp.sqrt(b) * ((2.0 * jnp.sqrt((1.0 + (-1.0 * jnp.square(rho))))) + (jnp.pi * rho) + (2.0 * rho * jnp.arcsin(jnp.clip(rho, -1.0, 1.0))))), jnp.broadcast_shapes(jnp.shape(a), jnp.shape(b), jnp.shape(c)))
+    return jnp.broadcast_to(((1.0 / 4.0) * 0.3183098861837907 * jnp.sqrt(a) * jnp.sqrt(b) * ((2.0 * jnp.sqrt((1.0 + (-1.0 * jnp.square(rho))))) + (jnp.pi * rho) + (2.0 * rho * _asin(rho)))), jnp.broadcast_shapes(jnp.shape(a), jnp.shape(b), jnp.shape(c)))
 
 
 def K_sigma_sigma(a, b, c):
@@ -54,7 +78,7 @@ def K_sigma_sigma_dc(a, b, c):
     sab = jnp.sqrt(a * b)
     rho = jnp.clip(c / sab, -1.0, 1.0)
     inv_sab = 1.0 / sab
-    return jnp.broadcast_to(((1.0 / 4.0) * inv_sab * 0.3183098861837907 * jnp.sqrt(a) * jnp.sqrt(b) * (jnp.pi + (2.0 * jnp.arcsin(jnp.clip(rho, -1.0, 1.0))))), jnp.broadcast_shapes(jnp.shape(a), jnp.shape(b), jnp.shape(c)))
+    return jnp.broadcast_to(((1.0 / 4.0) * inv_sab * 0.3183098861837907 * jnp.sqrt(a) * jnp.sqrt(b) * (jnp.pi + (2.0 * _asin(rho)))), jnp.broadcast_shapes(jnp.shape(a), jnp.shape(b), jnp.shape(c)))
 
 
 def K_sigma_sigma_one_point(a):
@@ -94,7 +118,7 @@ def K_sigma_rho_one_point(a):
 def _K_rho_rho_form(a, b, c):
     sab = jnp.sqrt(a * b)
     rho = jnp.where(sab > 0, jnp.clip(c / jnp.where(sab > 0, sab, 1.0), -1.0, 1.0), 0.0)
-    return jnp.broadcast_to(((1.0 / 4.0) * 0.3183098861837907 * (jnp.pi + (2.0 * jnp.arcsin(jnp.clip(rho, -1.0, 1.0))))), jnp.broadcast_shapes(jnp.shape(a), jnp.shape(b), jnp.shape(c)))
+    return jnp.broadcast_to(((1.0 / 4.0) * 0.3183098861837907 * (jnp.pi + (2.0 * _asin(rho)))), jnp.broadcast_shapes(jnp.shape(a), jnp.shape(b), jnp.shape(c)))
 
 
 def K_rho_rho(a, b, c):
@@ -160,7 +184,7 @@ def update_and_dp(p, a, b, c, mu_x, mu_y, lam):
     sab = jnp.sqrt(a * b)
     rho = jnp.clip(p / sab, -1.0, 1.0)
     inv_sab = 1.0 / sab
-    _t0 = (2.0 * jnp.arcsin(jnp.clip(rho, -1.0, 1.0)))
+    _t0 = (2.0 * _asin(rho))
     _t1 = (jnp.pi + _t0)
     _t2 = 0.3183098861837907
     _t3 = (_t2 * c)

@@ -18,7 +18,7 @@ mu_x = mu(x), mu_y = mu(x'):
 Diagonal, u ~ N(0, a):
     D(a) = (E sigma(u)^2 - 2 mu E sigma(u) rho(u) + c E rho(u)^2) / lam^2
 
-input hash: sha256:306eb9528eee45008f1620f7e0730d4e2ea1750b04536a7fb8913d7e39a6923b
+input hash: sha256:17d847b48a2a69ebb66f91e73e02c988cf514b4ac4e47c500974feccf0a21ef2
 """
 
 import jax
@@ -27,11 +27,35 @@ import jax.scipy.special as jsp
 
 
 DEKC_VERSION = '0.1.0'
-INPUT_HASH = '306eb9528eee45008f1620f7e0730d4e2ea1750b04536a7fb8913d7e39a6923b'
+INPUT_HASH = '17d847b48a2a69ebb66f91e73e02c988cf514b4ac4e47c500974feccf0a21ef2'
 METADATA = {'family': 'poisson', 'route': 'reparam', 'spec': 'eta', 'kappa': None, 'parameters': {}}
 METHODS = {'sigma,sigma': 'closed-form', 'sigma,rho': 'closed-form', 'rho,rho': 'closed-form'}
 ERROR_BOUNDS = {'sigma,sigma': 1e-12, 'sigma,rho': 1e-12, 'rho,rho': 1e-12}
 NODES_PER_ENTRY = 1
+
+
+def _arc_parts(x):
+    """x clipped to [-1, 1], |x| > 1/2, z and asin(z) - z with asin(x) = asin(z) (|x| <= 1/2) or
+    pi/2 - 2 asin(z) (|x| > 1/2), z <= 1/2."""
+    x = jnp.clip(x, -1.0, 1.0)
+    outer = jnp.abs(x) > 0.5
+    t = jnp.where(outer, 0.5 - 0.5 * jnp.abs(x), x * x)
+    z = jnp.where(outer, jnp.sqrt(jnp.where(outer, t, 1.0)), x)
+    return x, outer, z, z * (t * ((((((((((((0.028757851367421566 * t + -0.014851887071247204) * t + 0.01740087944269402) * t + 0.005457506718640358) * t + 0.01032281435018578) * t + 0.011479177415184906) * t + 0.013971212973552933) * t + 0.017352392720869973) * t + 0.02237217294214989) * t + 0.030381944138531247) * t + 0.04464285714635543) * t + 0.07499999999998433) * t + 0.16666666666666669))
+
+
+def _asin(x):
+    """arcsin of x clipped to [-1, 1], within 2 ulp."""
+    x, outer, z, tail = _arc_parts(x)
+    far = 1.5707963267948966 - (2.0 * z + (2.0 * tail - 6.123233995736766e-17))
+    return jnp.where(outer, jnp.copysign(far, x), z + tail)
+
+
+def _acos(x):
+    """arccos of x clipped to [-1, 1], within 2 ulp."""
+    x, outer, z, tail = _arc_parts(x)
+    far = jnp.where(x > 0, 2.0 * (z + tail), 3.141592653589793 - (2.0 * z + (2.0 * tail - 1.2246467991473532e-16)))
+    return jnp.where(outer, far, 1.5707963267948966 - (x + (tail - 6.123233995736766e-17)))
 
 
 def _K_sigma_sigma_form(a, b, c):

@@ -1,0 +1,79 @@
+"""The printer's arcsine helpers against mpmath: coefficients, accuracy and gradients."""
+
+import jax
+import jax.numpy as jnp
+import mpmath
+import numpy as np
+import pytest
+
+from dekc import printer
+
+
+@pytest.fixture(scope="module")
+def helpers():
+    namespace = {"jnp": jnp}
+    exec(printer.HELPERS, namespace)
+    return jax.jit(namespace["_asin"]), jax.jit(namespace["_acos"]), namespace
+
+
+def test_coefficients_interpolate_the_arcsine_series():
+    """Recompute the 13 coefficients: interpolation of (asin(√t)/√t − 1)/t at Chebyshev nodes of [0, 1/4]."""
+    with mpmath.workdps(50):
+        def P(t):
+            s = mpmath.sqrt(t)
+            return (mpmath.asin(s) / s - 1) / t
+
+        n = len(printer._ASIN_P)
+        nodes = [mpmath.mpf(1) / 8 * (1 + mpmath.cos(mpmath.pi * (k + mpmath.mpf(1) / 2) / n)) for k in range(n)]
+        V = mpmath.matrix([[x**m for m in range(n)] for x in nodes])
+        coefficients = mpmath.lu_solve(V, mpmath.matrix([P(x) for x in nodes]))
+        assert coefficients[0] == pytest.approx(mpmath.mpf(1) / 6, rel=1e-15)  # the series' first term
+        for ours, exact in zip(printer._ASIN_P, coefficients):
+            assert ours == pytest.approx(float(exact), rel=1e-14, abs=1e-17)
+        assert printer._HALF_PI[0] + printer._HALF_PI[1] == float(mpmath.pi / 2)
+        assert float(mpmath.pi / 2 - mpmath.mpf(printer._HALF_PI[0])) == printer._HALF_PI[1]
+        assert float(mpmath.pi - mpmath.mpf(printer._PI[0])) == printer._PI[1]
+
+
+def _points():
+    rng = np.random.default_rng(0)
+    near_one = 1 - np.logspace(-16, -1, 200)
+    return np.concatenate([rng.uniform(-1, 1, 4000), near_one, -near_one, np.logspace(-300, 0, 200),
+                           -np.logspace(-300, 0, 200), np.nextafter(0.5, [0.0, 1.0]), [0.5, -0.5, 0.0, 1.0, -1.0]])
+
+
+def test_asin_and_acos_are_within_two_ulp(helpers):
+    asin, acos, _ = helpers
+    x = _points()
+    for fn, exact in ((asin, mpmath.asin), (acos, mpmath.acos)):
+        ours = np.asarray(fn(jnp.asarray(x)))
+        with mpmath.workdps(40):
+            ref = np.array([float(exact(mpmath.mpf(v))) for v in x])
+        ulps = np.abs(ours - ref) / np.spacing(np.abs(ref))
+        assert np.max(ulps[ref != 0]) <= 2.0, fn
+        assert np.all(ours[ref == 0] == 0)
+
+
+def test_arguments_past_one_are_clipped(helpers):
+    asin, acos, _ = helpers
+    assert float(asin(1.0 + 1e-12)) == float(np.pi / 2)
+    assert float(asin(-1.0 - 1e-12)) == float(-np.pi / 2)
+    assert float(acos(1.0 + 1e-12)) == 0.0
+    assert float(acos(-1.0 - 1e-12)) == float(np.pi)
+
+
+@pytest.mark.parametrize("x", [0.0, 1e-200, 0.3, -0.45, 0.5, 0.7, -0.93, 1 - 1e-9])
+def test_gradients_are_the_exact_derivatives(helpers, x):
+    _, _, namespace = helpers
+    exact = 1 / np.sqrt(1 - x * x)
+    assert float(jax.grad(namespace["_asin"])(x)) == pytest.approx(exact, rel=1e-6 if x > 0.99 else 1e-14)
+    assert float(jax.grad(namespace["_acos"])(x)) == pytest.approx(-exact, rel=1e-6 if x > 0.99 else 1e-14)
+
+
+def test_generated_modules_use_the_helpers():
+    import sympy as sp
+
+    from dekc.expectations import RHO, closed_form_source
+
+    source = closed_form_source("K", sp.asin(RHO) + sp.acos(RHO), sp.Integer(0))
+    assert "_asin(" in source and "_acos(" in source and "jnp.arcsin" not in source
