@@ -554,11 +554,23 @@ def _pair_steps(update, stops, a, b, c, mux, muy, p0, same, lam):
     The T-step kernel is continuous in the inputs, so identical inputs take the diagonal
     trajectory under either ``diagonal`` option.
     """
-    done, p, found = 0, p0, {}
-    for stop in sorted(set(stops)):
-        p = jax.lax.fori_loop(done, stop, lambda t, p: update(p, a[t], b[t], c, mux, muy, lam)[0], p)
-        found[stop], done = jnp.where(same, a[stop], p), stop
-    return jnp.stack([found[stop] for stop in stops])
+    order = sorted(set(stops))
+    slot = np.full(order[-1] + 1, -1, dtype=np.int32)  # slot[t]: where the value after t steps goes
+    slot[order] = np.arange(len(order))
+    slot = jnp.asarray(slot)
+    out = jnp.zeros((len(order), *p0.shape), p0.dtype)
+
+    def keep(t, p, out):
+        return jax.lax.cond(slot[t] >= 0, lambda: out.at[slot[t]].set(p), lambda: out)
+
+    def step(t, carry):
+        p = update(carry[0], a[t], b[t], c, mux, muy, lam)[0]
+        return p, keep(t + 1, p, carry[1])
+
+    # one loop (the update is compiled once, whatever the number of stops)
+    _, out = jax.lax.fori_loop(0, order[-1], step, (p0, keep(0, p0, out)))
+    out = jnp.where(same, a[jnp.asarray(order)], out)  # a: the diagonal trajectory (steps + 1, chunk)
+    return out[jnp.asarray([order.index(stop) for stop in stops])]
 
 
 # -- inputs ----------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import pytest
 import sys
 
 import dekc
+import dekc.datasets
 from dekc.cli import main
 
 
@@ -60,6 +61,14 @@ def test_demo_runs(tmp_path):
     assert "ok = True" in result.stdout
     kernel = np.load(tmp_path / "demo_output" / "kernel.npy")
     assert kernel.shape == (100, 100) and np.allclose(kernel, kernel.T)
+    assert "kernel ridge regression on yacht" in result.stdout
+    rmse = {line.split()[0]: float(line.split("test RMSE")[1].split()[0]) for line in result.stdout.splitlines()
+            if "test RMSE" in line}
+    assert set(rmse) == {"DEKer", "NNGP", "RBF"}
+    y = dekc.datasets.load_uci("yacht")[1]
+    assert all(0 < value < 0.5 * y.std() for value in rmse.values())  # far better than predicting the mean
+    for figure in ("kernel.png", "convergence.png"):
+        assert (tmp_path / "demo_output" / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_compile_writes_a_standalone_module(tmp_path, capsys):
