@@ -165,13 +165,22 @@ def _newton(iteration, step, p0, lo, hi, args, traced):
                 break
             keep = np.flatnonzero(~finished)
             keep = np.concatenate([keep, np.full(max(_MIN_COMPACT, _pow2_at_least(active)) - active, keep[0])])
-            state = tuple(np.asarray(x)[keep] for x in state)  # numpy gathers: no dispatch overhead
-            args = [np.asarray(x)[keep] if np.ndim(x) else x for x in args]
+            arrays = [k for k, x in enumerate(args) if np.ndim(x)]
+            state, gathered = _gather(state, [args[k] for k in arrays], jnp.asarray(keep.astype(np.int32)))
+            args = list(args)
+            for k, x in zip(arrays, gathered):
+                args[k] = x
             where = where[keep]  # padding repeats an active entry: it writes the same value
     else:
         p, finished = np.asarray(state[0]), np.asarray(finished)
         p_out[where[~finished]] = p[~finished]
     return jnp.asarray(p_out), jnp.asarray(status_out)
+
+
+@jax.jit
+def _gather(state, args, keep):
+    """The entries ``keep`` of every working array, on the device (one call, no host copies)."""
+    return tuple(x[keep] for x in state), [x[keep] for x in args]
 
 
 def _implicit(step, p_star):
