@@ -165,11 +165,7 @@ def _newton(iteration, step, p0, lo, hi, args, traced):
                 break
             keep = np.flatnonzero(~finished)
             keep = np.concatenate([keep, np.full(max(_MIN_COMPACT, _pow2_at_least(active)) - active, keep[0])])
-            arrays = [k for k, x in enumerate(args) if np.ndim(x)]
-            state, gathered = _gather(state, [args[k] for k in arrays], jnp.asarray(keep.astype(np.int32)))
-            args = list(args)
-            for k, x in zip(arrays, gathered):
-                args[k] = x
+            state, args = _gather(state, args, jnp.asarray(keep.astype(np.int32)))
             where = where[keep]  # padding repeats an active entry: it writes the same value
     else:
         p, finished = np.asarray(state[0]), np.asarray(finished)
@@ -179,8 +175,9 @@ def _newton(iteration, step, p0, lo, hi, args, traced):
 
 @jax.jit
 def _gather(state, args, keep):
-    """The entries ``keep`` of every working array, on the device (one call, no host copies)."""
-    return tuple(x[keep] for x in state), [x[keep] for x in args]
+    """The entries ``keep`` of every working array, on the device (one call, no host copies);
+    scalar arguments pass through."""
+    return tuple(x[keep] for x in state), [x[keep] if jnp.ndim(x) else x for x in args]
 
 
 def _implicit(step, p_star):
@@ -432,7 +429,7 @@ def _progress(progress, total, chunk):
     None/False (nothing), True (a tqdm bar when there is more than one block) or a callable."""
     if callable(progress):
         return lambda done: None if done is None else progress(done, total)
-    if progress not in (None, False, True) or isinstance(progress, (int, float)) and not isinstance(progress, bool):
+    if progress is not None and not isinstance(progress, bool):
         raise InputError(f"progress must be True, False, None or a callable(done, total), got {progress!r}")
     if not progress or total <= chunk:
         return lambda done: None
