@@ -25,9 +25,11 @@ import numpy as np
 import sympy as sp
 
 from ._jax import jnp
-from .expectations import _TINY, gaussian_expectation  # a zero variance (x̃ = 0): the limit a → 0⁺
+from .expectations import _TINY, derived_expectation, gaussian_expectation  # a zero variance (x̃ = 0): the limit a → 0⁺
 from .expressions import ETA, as_eta_expression
-from .kernel import _DOT_COLUMNS, InputError, _augment, _dot, _is_traced, _matrix, _row_ids
+from . import validate
+from .errors import InputError
+from .kernel import _DOT_COLUMNS, _augment, _dot, _row_ids
 
 
 
@@ -47,7 +49,7 @@ class NNGP:
             raise InputError(f"depth must be a positive integer (the number of hidden layers), got {depth!r}")
         self.activation = as_eta_expression(activation, what="activation")
         self.depth = int(depth)
-        self.weight_variance = _real(weight_variance, "weight_variance", positive=True)
+        self.weight_variance = validate.real(weight_variance, "weight_variance", positive=True)
         self._sigma = gaussian_expectation(self.activation, self.activation)
         self.methods = {"sigma,sigma": self._sigma.method}
 
@@ -58,18 +60,20 @@ class NNGP:
     def __call__(self, X, Y=None, *, input_scale=1.0, bias=0.0):
         """The Gram matrix ``K(X_i, Y_j)`` (``Y = X`` when omitted): a float64 numpy array ``(n, m)``,
         or a JAX array when an argument is a JAX tracer (under ``jit``/``grad``)."""
-        traced = _is_traced(X, Y, input_scale, bias)
-        X = _matrix(X, "X", traced)
+        traced = validate.is_traced(X, Y, input_scale, bias)
+        X = validate.matrix(X, "X")
         symmetric = Y is None
-        Y = X if symmetric else _matrix(Y, "Y", traced)
+        Y = X if symmetric else validate.matrix(Y, "Y")
         if X.shape[1] != Y.shape[1]:
             raise InputError(f"X has {X.shape[1]} columns and Y has {Y.shape[1]}; they must match")
         if not traced:
-            _real(input_scale, "input_scale")
-            _real(bias, "bias")
+            validate.real(input_scale, "input_scale")
+            validate.real(bias, "bias")
         xt = _augment(X, input_scale, bias)
         yt = xt if symmetric else _augment(Y, input_scale, bias)
         n, m = X.shape[0], Y.shape[0]
+        validate.check_memory(48.0 * n * m, f"the ({n}, {m}) {type(self).__name__} Gram matrix and its working arrays",
+                              "compute it in blocks of rows and save each, or use fewer inputs")
         # only the upper triangle (with its diagonal) of a symmetric Gram matrix is computed, so
         # the result is exactly symmetric whatever the rounding of the pair forms
         i, j = np.triu_indices(n) if symmetric else (np.repeat(np.arange(n), m), np.tile(np.arange(m), n))
@@ -116,7 +120,7 @@ class NTK(NNGP):
             raise InputError(f"the NTK needs a continuous activation: {self.activation} jumps, so its derivative "
                              f"{self.derivative} has a Dirac delta and the kernel is infinite at identical inputs; "
                              "use a continuous activation, or nngp() for this one")
-        self._dsigma = gaussian_expectation(self.derivative, self.derivative)
+        self._dsigma = derived_expectation(self.derivative, self.derivative)
         self.methods["dsigma,dsigma"] = self._dsigma.method
 
     def _layers(self, sx, sy, s, i, j, same):
@@ -127,18 +131,6 @@ class NTK(NNGP):
             sx, sy, s = self._step(self._sigma, sx, sy, s, i, j, same)
             tx, ty, t = sx + dx * tx, sy + dy * ty, s + d * t
         return tx, ty, t
-
-
-def _real(value, name, *, positive=False) -> float:
-    """``value`` as a float, or an :class:`InputError` unless it is a finite real scalar (positive if asked)."""
-    try:
-        number = float(value) if np.ndim(value) == 0 and not isinstance(value, (str, bytes)) else None
-    except (TypeError, ValueError):
-        number = None
-    if number is None or not np.isfinite(number) or (positive and number <= 0):
-        kind = "positive finite number" if positive else "finite real number"
-        raise InputError(f"{name} must be a {kind}, got {value!r}")
-    return number
 
 
 def nngp(activation, depth, *, weight_variance=1.0) -> NNGP:

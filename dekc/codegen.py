@@ -25,17 +25,19 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.util
 import json
 import os
 import sys
 import tempfile
+import types
+import warnings
 from pathlib import Path
 
 import sympy as sp
 
 from ._version import __version__
-from .expectations import _TINY, GaussianExpectation, gaussian_expectation
+from .errors import CacheError, DekcWarning
+from .expectations import _TINY, GaussianExpectation, derived_expectation
 from .expressions import ETA
 from .printer import HELPERS as ARC_HELPERS
 from .printer import function_source
@@ -129,8 +131,18 @@ def module_source(*, title: str, sigma: sp.Expr, rho: sp.Expr, R: sp.Expr, diges
     parts.append(_elementwise("rho", rho, "rho = R'."))
     parts.append(_UPDATES)
     parts.append(_fused(expectations))
-    parts.append(END_MARKER)
-    return "\n\n\n".join(p.strip("\n") for p in parts) + "\n"
+    return seal("\n\n\n".join(p.strip("\n") for p in parts) + "\n")
+
+
+def _content_digest(body: str) -> str:
+    return hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+
+def seal(body: str) -> str:
+    """``body`` followed by the end marker and the SHA-256 of ``body``: any later change to the
+    file (an edit, a truncation, inserted code) no longer matches the digest."""
+    head = body + "\n"
+    return f"{head}\n{END_MARKER}; sha256 of the text above: {_content_digest(head)}\n"
 
 
 def _nodes_per_entry(E: GaussianExpectation) -> int:
@@ -215,7 +227,7 @@ def diagonal_update_and_da(a, c, mu, lam):
 def build_source(link, *, tol: float, digest: str, metadata: dict) -> str:
     """Derive the expectations for ``link`` and return the module text."""
     functions = {"sigma": link.sigma, "rho": link.rho}
-    expectations = {(f, g): gaussian_expectation(functions[f], functions[g], tol=tol) for f, g in PAIRS}
+    expectations = {(f, g): derived_expectation(functions[f], functions[g], tol=tol) for f, g in PAIRS}
     fam = link.family
     title = (f"Deep equilibrium kernel for the family '{fam.name}': A({fam.theta}) = {fam.A} on {fam.domain_text}"
              + (f", kappa = {link.kappa}" if link.kappa is not None else "") + ".")
@@ -240,17 +252,48 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def is_complete(text: str, digest: str) -> bool:
-    """A cache file is used only if it carries this input hash and ends with the end marker."""
-    return f"INPUT_HASH = {digest!r}" in text and text.rstrip().endswith(END_MARKER)
+    """Whether ``text`` is exactly what dekc wrote for the input hash ``digest``: it carries that
+    hash, ends with the end marker and the SHA-256 of everything above the marker matches."""
+    body, sep, trailer = text.rpartition(f"\n{END_MARKER}; sha256 of the text above: ")
+    if not sep or f"\nINPUT_HASH = {digest!r}\n" not in body:
+        return False
+    return trailer == _content_digest(body) + "\n"
 
 
-def import_module(path: Path, digest: str):
-    """Import a generated module from ``path`` under a name unique to its hash."""
-    name = f"dekc_kernel_{digest[:16]}"
+def read_cached(path: Path, digest: str) -> str | None:
+    """The text of the cache file ``path`` if it is exactly what dekc wrote for ``digest``;
+    ``None`` when it is missing, and also (with a warning) when it was changed or corrupted,
+    so that the caller regenerates it. A path that is not a regular file raises
+    :class:`CacheError` naming what to delete."""
+    if not os.path.lexists(path):
+        return None
+    if path.is_symlink() or not path.is_file():
+        raise CacheError(f"the kernel cache entry {path} is not a regular file; delete it (rm -r '{path}') or set "
+                         "DEKC_CACHE_DIR to another directory")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise CacheError(f"cannot read the kernel cache entry {path} ({exc.strerror or exc}); delete it or set "
+                         "DEKC_CACHE_DIR to another directory") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and is_complete(text, digest):
+        return text
+    warnings.warn(f"the cached kernel {path} was changed or corrupted since dekc wrote it (its SHA-256 does not "
+                  "match); it is regenerated", DekcWarning, stacklevel=3)
+    return None
+
+
+def load_module(text: str, path: Path, digest: str):
+    """The module defined by the verified ``text`` (what was checked is what runs: the file is
+    not read again), registered under a name unique to its input hash and content."""
+    name = f"dekc_kernel_{digest[:16]}_{_content_digest(text)[:8]}"
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = types.ModuleType(name)
+    module.__file__ = str(path)
+    exec(compile(text, str(path), "exec"), module.__dict__)  # generated by dekc and checked against its digest
     sys.modules[name] = module
     return module

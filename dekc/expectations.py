@@ -33,15 +33,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import threading
 
 import mpmath
 import numpy as np
 import sympy as sp
 
-from .errors import DekcError
+from .budget import limited
+from .errors import InputError, NoExpectationError, NotClosedForm, UnprintableError
 from .expressions import ETA, as_eta_expression, to_mpmath
 from .printer import HELPERS as ARC_HELPERS
-from .printer import UnprintableError, function_source
+from .printer import function_source
 
 A, B = sp.symbols("a b", positive=True)
 C = sp.Symbol("c", real=True)
@@ -52,14 +54,6 @@ _SIGMA = sp.Symbol("sigma", positive=True)
 
 #: float64 accuracy the closed forms are tested to (relative to the Cauchy–Schwarz scale)
 CLOSED_FORM_TOLERANCE = 1e-12
-
-
-class NotClosedForm(DekcError):
-    """No rule gives this pair a closed form (quadrature takes over)."""
-
-
-class NoExpectationError(DekcError, ValueError):
-    """The expectation does not exist (a function grows too fast) or is not real."""
 
 
 class NormalCdf(sp.Function):
@@ -158,7 +152,21 @@ def canonicalise(expr: sp.Expr, x: sp.Symbol = ETA) -> list[tuple[sp.Expr, objec
     merged: dict = {}
     for coef, atom in terms:
         merged[atom] = merged.get(atom, 0) + coef
-    return [(sp.simplify(coef), atom) for atom, coef in merged.items() if sp.simplify(coef) != 0]
+    out = []
+    for atom, coef in merged.items():
+        coef = sp.simplify(coef)
+        if coef != 0:
+            out.append((_moderate(coef), atom))
+    return out
+
+
+def _moderate(coef: sp.Expr) -> sp.Expr:
+    """A coefficient whose exact rationals are huge (``1 − 10⁻³²⁰``, written ``(10³²⁰ − 1)/10³²⁰``) as a
+    30-digit float: exact rationals beyond float64 would otherwise meet in the closed form as
+    ``inf/inf``."""
+    if coef.is_number and any(abs(r.p) > 10**30 or r.q > 10**30 for r in coef.atoms(sp.Rational)):
+        return sp.Float(coef, 30)
+    return coef
 
 
 def _term_atoms(term: sp.Expr, x: sp.Symbol) -> list:
@@ -345,15 +353,15 @@ def _growth_check(f: sp.Expr, what: str) -> None:
     def evaluate(x, dps):
         with mpmath.workdps(dps):
             try:
-                return mpmath.mpmathify(fn(mpmath.mpf(x)))
+                return mpmath.mpmathify(fn(mpmath.mpf(x))), False
             except (ValueError, ZeroDivisionError, OverflowError, TypeError):
-                return mpmath.nan
+                return mpmath.nan, True  # an exact pole or domain error: more digits cannot help
 
     with mpmath.workdps(30):
         for x in (-1e4, -100, -3, -0.5, 0, 0.7, 2.5, 100, 1e4):  # 0 catches poles such as 1/eta
-            value = evaluate(x, 30)
-            if not mpmath.isfinite(value):  # e.g. log(1 + e^x) at x = -1e4 needs ~|x|/ln 10 digits
-                value = evaluate(x, 50 + int(abs(x) / 2.3))
+            value, raised = evaluate(x, 30)
+            if not raised and not mpmath.isfinite(value):  # e.g. log(1 + e^x) at x = -1e4 needs ~|x|/ln 10 digits
+                value, _ = evaluate(x, 50 + int(abs(x) / 2.3))
             if mpmath.isnan(value) or mpmath.im(value) != 0 or (abs(x) < 1e3 and not mpmath.isfinite(value)):
                 raise NoExpectationError(f"{what} {f} is not real and finite at eta = {x}; its Gaussian expectation is undefined")
             if abs(x) >= 1e3 and (not mpmath.isfinite(value) or mpmath.log(abs(value) + 1) / x**2 > 1e-3):
@@ -372,8 +380,14 @@ class GaussianExpectation:
     """
 
     def __init__(self, f, g, *, tol: float = 1e-9):
-        self.f = as_eta_expression(f, what="f")
-        self.g = as_eta_expression(g, what="g")
+        tol = check_tolerance(tol)
+        with limited(f"the Gaussian expectation of f = {str(f)[:80]}, g = {str(g)[:80]}"):
+            self._derive(f, g, tol)
+
+    def _derive(self, f, g, tol):
+        derived = getattr(_derived, "on", False)  # expressions dekc derived itself skip the whitelist check
+        self.f = f if derived and isinstance(f, sp.Expr) else as_eta_expression(f, what="f")
+        self.g = g if derived and isinstance(g, sp.Expr) else as_eta_expression(g, what="g")
         _growth_check(self.f, "f")
         _growth_check(self.g, "g")
         self._pair = None
@@ -544,9 +558,36 @@ def _apply(fn, *args):
     return out if out.ndim else float(out)
 
 
+def check_tolerance(tol) -> float:
+    """The accuracy asked of quadrature: a number in ``[1e-15, 1e-2]``."""
+    if isinstance(tol, bool) or not isinstance(tol, (int, float, np.floating, np.integer)) \
+            or not 1e-15 <= float(tol) <= 1e-2:
+        raise InputError(f"tol must be a number between 1e-15 and 1e-2 (the relative accuracy asked of quadrature), "
+                         f"got {tol!r}")
+    return float(tol)
+
+
 def gaussian_expectation(f, g, *, tol: float = 1e-9) -> GaussianExpectation:
     """The Gaussian expectation engine for the pair ``(f, g)`` (shorthands, text in ``eta``, sympy)."""
-    return _cached_expectation(as_eta_expression(f, what="f"), as_eta_expression(g, what="g"), tol)
+    tol = check_tolerance(tol)
+    with limited(f"the Gaussian expectation of f = {str(f)[:80]}, g = {str(g)[:80]}"):
+        return _cached_expectation(as_eta_expression(f, what="f"), as_eta_expression(g, what="g"), tol)
+
+
+_derived = threading.local()
+
+
+def derived_expectation(f: sp.Expr, g: sp.Expr, *, tol: float = 1e-9) -> GaussianExpectation:
+    """As :func:`gaussian_expectation`, for sympy expressions in ``eta`` that dekc derived itself
+    (a link's σ and ρ, an activation's derivative): they may contain functions outside the
+    text whitelist that the derivation produced."""
+    tol = check_tolerance(tol)
+    _derived.on = True
+    try:
+        with limited(f"the Gaussian expectation of f = {str(f)[:80]}, g = {str(g)[:80]}"):
+            return _cached_expectation(f, g, tol)
+    finally:
+        _derived.on = False
 
 
 @functools.lru_cache(maxsize=256)

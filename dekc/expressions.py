@@ -4,7 +4,15 @@ The text is read by :func:`ast.parse` (which only builds a syntax tree) and the 
 node by node: numbers, the arithmetic operators ``+ - * / **``, whitelisted names and calls of
 whitelisted functions with positional arguments. Anything else (attributes, subscripts, strings,
 keywords, lambdas, comprehensions, unknown names) is refused with an :class:`ExpressionError`.
-Numeric powers and factorials are bounded so a short text cannot demand a huge computation.
+Limits keep a short text from demanding a huge computation: at most :data:`MAX_TEXT_LENGTH`
+characters, :data:`MAX_NODES` syntax nodes and :data:`MAX_CALL_DEPTH` nested function calls; a
+numeric power may not produce a number of more than ``_MAX_RESULT_DIGITS`` digits (in either
+direction: ``0.5**(10**400)`` is refused like ``2**(10**400)``); ``factorial`` and ``binomial``
+of numbers take whole numbers up to 1000. The result must be a real expression: non-real
+constants (``asin(10)``), infinities and undefined values (``tan(-oo)``) are refused.
+Derivations that start from a parsed expression run under a time budget (:mod:`dekc.budget`).
+
+Sympy expressions passed in place of text are held to the same whitelist (:func:`check_sympy`).
 """
 
 from __future__ import annotations
@@ -22,7 +30,9 @@ from .errors import ExpressionError
 ETA = sp.Symbol("eta", real=True)
 
 MAX_TEXT_LENGTH = 2000
-_MAX_RESULT_DIGITS = 1000  # largest exact number a numeric power may produce
+MAX_NODES = 400  # syntax-tree nodes of one text
+MAX_CALL_DEPTH = 8  # function calls nested inside one another
+_MAX_RESULT_DIGITS = 1000  # largest exact number (numerator or denominator) a numeric power may produce
 _MAX_FACTORIAL_ARGUMENT = 1000
 
 
@@ -126,6 +136,7 @@ class _Builder:
         self.text = text
         self.symbols = symbols
         self.what = what
+        self.depth = 0
 
     def fail(self, problem: str) -> ExpressionError:
         allowed = ", ".join(sorted(self.symbols)) or "none"
@@ -178,10 +189,10 @@ class _Builder:
         raise self.fail(f"unknown name '{ident}'")
 
     def power(self, base: sp.Expr, exponent: sp.Expr) -> sp.Expr:
-        if base.is_number and exponent.is_number and base.is_finite and exponent.is_finite:
-            magnitude = abs(complex(sp.N(base, 15)))
-            if magnitude > 1 and abs(complex(sp.N(exponent, 15))) * math.log10(magnitude) > _MAX_RESULT_DIGITS:
-                raise self.fail("numeric power too large")
+        if base.is_number and exponent.is_number:
+            if _power_digits(base, exponent) > _MAX_RESULT_DIGITS:
+                raise self.fail(f"numeric power too large (its exact value would need more than {_MAX_RESULT_DIGITS} "
+                                "digits)")
         return base**exponent
 
     def call(self, node: ast.Call) -> sp.Expr:
@@ -199,18 +210,26 @@ class _Builder:
         if (counts is None and n < 2) or (counts is not None and n not in counts):
             expected = "two or more" if counts is None else " or ".join(map(str, counts))
             raise self.fail(f"'{fname}' takes {expected} argument(s), got {n}")
+        self.depth += 1
+        if self.depth > MAX_CALL_DEPTH:
+            raise self.fail(f"functions nested more than {MAX_CALL_DEPTH} deep")
         args = [self.build(arg) for arg in node.args]
+        self.depth -= 1
         if fname in ("factorial", "gamma", "loggamma", "lgamma", "binomial"):
             for arg in args:
                 if arg.is_number and abs(complex(sp.N(arg, 15))) > _MAX_FACTORIAL_ARGUMENT:
                     raise self.fail(f"numeric argument of '{fname}' above {_MAX_FACTORIAL_ARGUMENT}")
+                if fname in ("factorial", "binomial") and arg.is_number and not arg.is_integer:
+                    raise self.fail(f"'{fname}' of a number takes a whole number; for other values write gamma(x + 1)")
         return builder(*args)
 
 
-def parse_expression(text: str, symbols: Mapping[str, sp.Symbol], *, what: str = "expression") -> sp.Expr:
+def parse_expression(text: str, symbols: Mapping[str, sp.Symbol], *, what: str = "expression",
+                     allow_infinite: bool = False) -> sp.Expr:
     """Parse ``text`` into a sympy expression using only whitelisted syntax.
 
-    ``symbols`` maps the names the text may use to the sympy symbols they stand for. Raises
+    ``symbols`` maps the names the text may use to the sympy symbols they stand for;
+    ``allow_infinite`` admits ``oo`` in the result (the ends of an interval). Raises
     :class:`ExpressionError` naming the offending construct and listing what is allowed.
     """
     if not isinstance(text, str):
@@ -226,15 +245,67 @@ def parse_expression(text: str, symbols: Mapping[str, sp.Symbol], *, what: str =
         raise builder.fail(f"not a valid expression ({exc.msg if isinstance(exc, SyntaxError) else exc})") from None
     except (RecursionError, MemoryError):
         raise builder.fail("nested too deeply") from None
+    if sum(1 for _ in ast.walk(tree)) > MAX_NODES:
+        raise builder.fail(f"more than {MAX_NODES} syntax elements; dekc derives expressions of moderate size")
     try:
         result = builder.build(tree)
     except RecursionError:
         raise builder.fail("nested too deeply") from None
-    if not isinstance(result, sp.Expr):
-        raise builder.fail("does not evaluate to a scalar expression")
-    if result.has(sp.zoo, sp.nan):
-        raise builder.fail("is undefined (division by zero or similar)")
+    except ExpressionError:
+        raise
+    except (TypeError, ValueError, ArithmeticError, AttributeError, NotImplementedError) as exc:
+        raise builder.fail(f"cannot be formed ({type(exc).__name__}: {_first_line(exc)})") from None
+    problem = _problem(result, allow_infinite)
+    if problem:
+        raise builder.fail(problem)
     return result
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+def _power_digits(base: sp.Expr, exponent: sp.Expr) -> float:
+    """An upper estimate of the digits of ``base**exponent`` as an exact number (0 when harmless)."""
+    try:
+        e = abs(complex(sp.N(exponent, 15)))
+        if not math.isfinite(e):
+            return math.inf
+        if e <= 2:
+            return 0.0
+        if base.is_Rational:
+            p, q = abs(int(base.p)), int(base.q)
+            if p in (0, 1) and q == 1:
+                return 0.0
+            return e * (math.log10(max(p, 1)) + math.log10(q) + 1e-300)
+        magnitude = abs(complex(sp.N(base, 15)))
+    except (TypeError, ValueError, ArithmeticError):
+        return math.inf
+    if magnitude in (0.0, 1.0):
+        return 0.0  # 0 to a negative power is refused later as undefined
+    if not math.isfinite(magnitude):
+        return math.inf
+    return e * abs(math.log10(magnitude))
+
+
+_UNDEFINED = (sp.zoo, sp.nan)
+
+
+def _problem(expr, allow_infinite: bool) -> str:
+    """Why ``expr`` cannot be used as real mathematics (an empty string when it can)."""
+    if not isinstance(expr, sp.Expr):
+        return "does not evaluate to a scalar expression"
+    if expr.has(*_UNDEFINED) or expr.has(sp.AccumBounds):
+        return "is undefined (division by zero, a limit that does not exist, or similar)"
+    if expr.has(sp.I):
+        return "is not real (it contains the imaginary unit)"
+    if not allow_infinite and expr.has(sp.oo, -sp.oo):
+        return "contains an infinite value ('oo' may only end an interval)"
+    for node in sp.preorder_traversal(expr):
+        if isinstance(node, sp.Expr) and node.is_number and not node.is_Atom and node.is_extended_real is False:
+            return f"{node} is not a real number"
+    return ""
 
 
 def as_eta_expression(spec, *, what: str = "expression") -> sp.Expr:
@@ -251,6 +322,7 @@ def as_eta_expression(spec, *, what: str = "expression") -> sp.Expr:
     if isinstance(spec, (int, float)) and not isinstance(spec, bool):
         return parse_expression(repr(spec), {}, what=what)
     if isinstance(spec, sp.Basic):
+        check_sympy(spec, what=what)
         expr = spec.subs({s: ETA for s in spec.free_symbols if s.name == "eta"})
         extra = expr.free_symbols - {ETA}
         if extra:
@@ -264,6 +336,59 @@ def as_eta_expression(spec, *, what: str = "expression") -> sp.Expr:
     )
 
 
+#: sympy classes a sympy expression given in place of text may contain (what the parser builds)
+_ALLOWED_HEADS = (
+    sp.Add, sp.Mul, sp.Pow, sp.Symbol, sp.Number, sp.NumberSymbol, sp.Piecewise,
+    sp.exp, sp.log, sp.sin, sp.cos, sp.tan, sp.sinh, sp.cosh, sp.tanh, sp.asin, sp.acos, sp.atan, sp.asinh,
+    sp.atanh, sp.erf, sp.erfc, sp.Abs, sp.sign, sp.Heaviside, sp.Max, sp.Min, sp.gamma, sp.loggamma,
+    sp.factorial, sp.binomial, sp.functions.elementary.piecewise.ExprCondPair, sp.core.relational.Relational,
+    sp.And, sp.Or, sp.Not, sp.logic.boolalg.BooleanAtom, sp.core.numbers.ImaginaryUnit,
+)
+
+
+def check_sympy(expr, *, what: str = "expression", allow_infinite: bool = False) -> None:
+    """Hold a sympy expression given in place of text to the parser's whitelist and limits."""
+    if not isinstance(expr, sp.Expr):
+        raise ExpressionError(f"{what}: expected a sympy expression, got {type(expr).__name__}")
+    count = 0
+    for node in sp.preorder_traversal(expr):
+        count += 1
+        if count > 4 * MAX_NODES:
+            raise ExpressionError(f"{what} is too large: more than {4 * MAX_NODES} sympy nodes")
+        if not isinstance(node, _ALLOWED_HEADS) or isinstance(node, sp.Dummy):
+            raise ExpressionError(f"{what} {str(expr)[:200]}: {type(node).__name__} is not a whitelisted function or "
+                                  f"symbol; allowed functions: {', '.join(sorted(set(FUNCTIONS)))}")
+        if isinstance(node, sp.Pow) and node.base.is_number and node.exp.is_number \
+                and _power_digits(node.base, node.exp) > _MAX_RESULT_DIGITS:
+            raise ExpressionError(f"{what}: numeric power too large")
+    problem = _problem(expr, allow_infinite)
+    if problem:
+        raise ExpressionError(f"{what} {str(expr)[:200]}: {problem}")
+
+
+def parse_number(value, *, what: str = "number") -> sp.Expr:
+    """A finite real constant: an int, a finite float, a sympy number or a text such as ``"1/2"``,
+    ``"log(2)"`` (through the whitelist parser; never evaluated as Python)."""
+    if isinstance(value, bool):
+        raise ExpressionError(f"{what}: expected a real number, got {value!r}")
+    if isinstance(value, int):
+        return parse_expression(str(value), {}, what=what)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ExpressionError(f"{what}: expected a finite number, got {value!r}")
+        return sp.Rational(repr(value))
+    if isinstance(value, str):
+        number = parse_expression(value, {}, what=what)
+    elif isinstance(value, sp.Basic):
+        check_sympy(value, what=what)
+        number = value
+    else:
+        raise ExpressionError(f"{what}: expected a real number or a text such as '1/2', got {type(value).__name__}")
+    if number.free_symbols or not number.is_number or number.is_extended_real is False or not number.is_finite:
+        raise ExpressionError(f"{what}: {number} is not a finite real number")
+    return number
+
+
 def _heaviside(x, h0=mpmath.mpf(1) / 2):
     if x > 0:
         return mpmath.mpf(1)
@@ -272,9 +397,18 @@ def _heaviside(x, h0=mpmath.mpf(1) / 2):
     return mpmath.mpf(h0)
 
 
+def _dirac(x, *derivative):
+    return mpmath.inf if x == 0 else mpmath.mpf(0)
+
+
 def to_mpmath(expr: sp.Expr, *symbols: sp.Symbol) -> Callable:
-    """A scalar mpmath function of ``symbols`` evaluating ``expr`` (``H(0) = 1/2``)."""
-    return sp.lambdify(symbols, expr, modules=[{"Heaviside": _heaviside}, "mpmath"])
+    """A scalar mpmath function of ``symbols`` evaluating ``expr`` (``H(0) = 1/2``; ``δ`` is 0 off
+    the origin)."""
+    try:
+        return sp.lambdify(symbols, expr, modules=[{"Heaviside": _heaviside, "DiracDelta": _dirac}, "mpmath"])
+    except (TypeError, ValueError, NameError, SyntaxError, RecursionError) as exc:
+        raise ExpressionError(f"cannot evaluate {str(expr)[:200]} numerically ({type(exc).__name__}); "
+                              "give a simpler equivalent expression") from None
 
 
 def kink_points(expr: sp.Expr, symbol: sp.Symbol = ETA) -> set:

@@ -14,11 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DekcError
-
-
-class DataFileError(DekcError, ValueError):
-    """A data file is missing, unreadable or not a finite numeric matrix."""
+from .errors import DataFileError
 
 
 def read_inputs(path, *, delimiter: str | None = None) -> np.ndarray:

@@ -39,11 +39,14 @@ import sympy as sp
 
 from . import codegen
 from ._jax import jax, jnp
-from .errors import ConvergenceError, DekcError, DekcWarning
-from .expectations import _TINY, gaussian_expectation
-from .expressions import as_eta_expression
+from . import validate
+from .errors import ConvergenceError, DekcWarning, InputError
+from .budget import limited
+from .expectations import _TINY, check_tolerance, gaussian_expectation
+from .expressions import as_eta_expression, parse_number
 from .links import link as derive_link
 from .registry import family as lookup_family
+from .validate import is_traced
 
 #: an entry has converged once a Newton step is below this fraction of its scale: convergence is
 #: quadratic, so the value after that step is accurate to rounding (|G(p) − p| ≤ 1e-13·scale is tested)
@@ -56,14 +59,6 @@ _LIMIT_START = 1 - 1e-6  # starts (and diagonal="limit") stay this far inside fu
 _CHUNK = 1 << 17
 _MIN_COMPACT = 256
 _DOT_COLUMNS = 64
-
-
-class InputError(DekcError, ValueError):
-    """An argument of ``gram``/``from_moments`` has the wrong shape, type or value."""
-
-
-def _is_traced(*values) -> bool:
-    return any(isinstance(v, jax.core.Tracer) for v in values)
 
 
 def _pow2_at_least(n: int) -> int:
@@ -259,14 +254,24 @@ class Kernel:
         block; ignored under tracing. Returns a float64 numpy array ``(n, m)`` (a JAX array under
         tracing).
         """
-        traced = _is_traced(X, Y, lam, feature_scale, input_scale, bias, psi0)
-        X = _matrix(X, "X", traced)
+        traced = is_traced(X, Y, lam, feature_scale, input_scale, bias, psi0)
+        X = validate.matrix(X, "X")
         symmetric = Y is None
-        Y = X if symmetric else _matrix(Y, "Y", traced)
+        Y = X if symmetric else validate.matrix(Y, "Y")
         if X.shape[1] != Y.shape[1]:
             raise InputError(f"X has {X.shape[1]} columns and Y has {Y.shape[1]}; they must match")
         steps = _check_options(steps, diagonal)
-        lam = _positive(lam, "lam", traced)
+        lam = validate.real_or_traced(lam, "lam", positive=True)
+        feature_scale = validate.real_or_traced(feature_scale, "feature_scale", positive=True)
+        input_scale = validate.real_or_traced(input_scale, "input_scale", positive=True)
+        bias = validate.real_or_traced(bias, "bias")
+        _check_result_memory(steps, X.shape[0], Y.shape[0])
+        if not traced:
+            _check_parameter_scales(lam, feature_scale)
+            for which, inputs in (("X", X), ("Y", Y)):
+                validate.check_scale(_squared_norms(np.asarray(inputs), input_scale, bias),
+                                     "|x̃|² = input_scale²|x|² + bias²", what=f"inputs {which}",
+                                     advice="rescale the inputs (X, input_scale, bias)")
         Ef = _feature_expectations(features)
         xt = _augment(X, input_scale, bias)
         yt = xt if symmetric else _augment(Y, input_scale, bias)
@@ -277,6 +282,10 @@ class Kernel:
         s2 = jnp.square(feature_scale)
         cdx, cdy = s2 * Ef["ff"].one_point(nx), s2 * Ef["ff"].one_point(ny)
         mux, muy = feature_scale * Ef["f1"].one_point(nx), feature_scale * Ef["f1"].one_point(ny)
+        if not traced:
+            for which, moments in (("X", cdx), ("Y", cdy)):
+                validate.check_scale(moments, "c(x, x)", what=f"input moments of {which}",
+                                     advice="rescale feature_scale or the inputs")
         entries = (Ef["entries"], (*_row_ids(xt, yt, symmetric), nx, ny, gx, cdx, s2))
         start = _start(psi0, nx, ny, gx, symmetric, X.shape[0])
         return self._solve(cdx, cdy, mux, muy, entries, start, lam, steps, diagonal, symmetric,
@@ -288,12 +297,20 @@ class Kernel:
         Entries with ``c_ij = c_ii = c_jj`` and ``μ_i = μ_j`` are identical inputs (diagonal
         value). ``psi0`` is ``"constant"`` (every entry 1) or an ``(n, n)`` array.
         """
-        traced = _is_traced(c, mu, lam, psi0)
-        c = _moments(c, mu, traced)
+        traced = is_traced(c, mu, lam, psi0)
+        if not traced:
+            c, mu = validate.input_moments(c, mu)
+            validate.check_scale(np.diagonal(c), "c(x, x)", what="input moments",
+                                 advice="rescale c by t and mu by √t (for a positively homogeneous kernel the result "
+                                        "scales by t)")
+        c = jnp.asarray(c, dtype=jnp.float64)
         mu = jnp.asarray(mu, dtype=jnp.float64)
         steps = _check_options(steps, diagonal)
-        lam = _positive(lam, "lam", traced)
+        lam = validate.real_or_traced(lam, "lam", positive=True)
         n = c.shape[0]
+        _check_result_memory(steps, n, n)
+        if not traced:
+            _check_parameter_scales(lam, 1.0)
         cd = jnp.diagonal(c)
         if isinstance(psi0, str) and psi0 == "input":
             raise InputError("psi0='input' needs the inputs x̃; from_moments takes psi0='constant' or an (n, n) array")
@@ -312,9 +329,8 @@ class Kernel:
         (a0x, a0y), (corr_fn, corr_args) = start
         entries_fn, entries_args = entries
         stops = steps if isinstance(steps, tuple) else None if steps is None else (steps,)
-        last = None if stops is None else max(stops)
-        ax = self._diagonal(a0x, cdx, mux, lam, last, traced, "X")
-        ay = ax if symmetric else self._diagonal(a0y, cdy, muy, lam, last, traced, "Y")
+        ax = self._diagonal(a0x, cdx, mux, lam, stops, traced, "X")
+        ay = ax if symmetric else self._diagonal(a0y, cdy, muy, lam, stops, traced, "Y")
         total = n * (n + 1) // 2 if symmetric else n * m
         chunk = min(self._chunk, _pow2_at_least(total))
         pieces = []
@@ -354,31 +370,46 @@ class Kernel:
                 out = out.at[:, cols, rows].set(v)
         return out if isinstance(steps, tuple) else out[0]
 
-    def _diagonal(self, a0, cd, mu, lam, steps, traced, which):
-        """Diagonal values: the fixed point ``(1, n)`` or the trajectory ``(steps + 1, n)``."""
-        if steps is not None:
-            traj = _diagonal_steps(self._diag_step, steps, a0, cd, mu, lam)
+    def _diagonal(self, a0, cd, mu, lam, stops, traced, which):
+        """Diagonal values: the fixed point ``(1, n)``, or for T-step kernels the rows ``(start,
+        c(x, x), values after each stop in sorted order)``, ``(2 + #stops, n)``: the off-diagonal
+        iteration recomputes the diagonal trajectory as it goes (memory O(n), whatever T)."""
+        if stops is not None:
+            order = tuple(sorted(set(stops)))
+            at_stops = _diagonal_steps(self._diag_step, order, a0, cd, mu, lam)
             if not traced:
-                _raise_nonfinite(traj[-1], which, "diagonal", lam, steps, self.lambda_bound())
-            return traj
+                _raise_nonfinite(at_stops[-1], which, "diagonal", lam, order[-1], self.lambda_bound())
+                self._check_diagonal_scale(at_stops, which, lam)
+            return jnp.concatenate([jnp.broadcast_to(a0, cd.shape)[None], cd[None], at_stops])
         sg = jax.lax.stop_gradient
         start = jnp.maximum(sg(a0), 0.0)
         a, status = _newton(_diagonal_iteration, self._diag_step, start, jnp.zeros_like(start),
                             jnp.full_like(start, jnp.inf), (sg(cd), sg(mu), sg(lam)), traced)
         if not traced:
             self._report(status, a0=a0, which=which, lam=lam, cd=cd, mu=mu)
+            self._check_diagonal_scale(a, which, lam)
             return a[None, :]
         a = jnp.where(status == 0, a, jnp.nan)
         return _implicit(lambda t: self._diag_step(t, cd, mu, lam), a)[None, :]
+
+    @staticmethod
+    def _check_diagonal_scale(values, which, lam):
+        validate.check_scale(values, "k(x, x)", what=f"the kernel's diagonal for {which} (lam = {float(lam):.6g})",
+                             advice="rescale the inputs or feature_scale, or choose lam further from the value "
+                                    "that makes the kernel vanish or blow up")
 
     def _fixed_chunk(self, problem, lam, diagonal, traced, i, j):
         a, b, c, c_s, mux, muy, p0, same = problem
         sg = jax.lax.stop_gradient
         sab = _bounds(a, b)
-        p, status = _newton(_pair_iteration, self._pair_step, sg(p0), -sab, sab,
+        if diagonal == "exact":  # identical inputs take the diagonal value: their bracket [0, 0] is solved at once
+            lo, hi = jnp.where(same, 0.0, -sab), jnp.where(same, 0.0, sab)
+        else:
+            lo, hi = -sab, sab
+        p, status = _newton(_pair_iteration, self._pair_step, sg(p0), lo, hi,
                             (sg(a), sg(b), sg(c_s), sg(mux), sg(muy), sg(lam)), traced)
         if not traced:
-            self._report(status, a=a, b=b, c=c, mux=mux, muy=muy, lam=lam, i=i, j=j)
+            self._report(status, a=a, b=b, c=c, mux=mux, muy=muy, lam=lam, i=i, j=j, same=same)
         else:
             p = jnp.where(status == 0, p, jnp.nan)
             p = _implicit(lambda q: self._pair_step(q, a, b, c_s, mux, muy, lam), p)
@@ -386,7 +417,7 @@ class Kernel:
 
     def _steps_chunk(self, problem, lam, stops, traced, i, j):
         """The T-step values ``(len(stops), chunk)`` of one chunk."""
-        p = _pair_steps(self._pair_step, stops, *problem, lam)
+        p = _pair_steps(self._pair_step, self._diag_step, stops, *problem, lam)
         if not traced:
             bad = ~np.isfinite(np.asarray(p))
             if bad.any():
@@ -402,6 +433,8 @@ class Kernel:
         k = int(np.argmax(status != 0))
         what = "diverges" if status[k] == 1 else f"does not converge in {MAX_ITER} iterations"
         which = values.pop("which", "X")
+        same = values.pop("same", None)
+        identical = same is not None and bool(np.asarray(same)[k])
         pick = {key: float(np.asarray(v)[k]) if np.ndim(v) else float(v) for key, v in values.items()}
         bound = self.lambda_bound(pick["cd"], pick["mu"]) if i is None else 0.0
         if i is not None:
@@ -417,7 +450,8 @@ class Kernel:
             where = f"diagonal entry {k} of {which}"
             detail = f"start a0 = {pick['a0']:.6g}, c(x, x) = {pick['cd']:.6g}, mu = {pick['mu']:.6g}"
         else:
-            where = f"entry ({int(i[k])}, {int(j[k])})"
+            where = f"entry ({int(i[k])}, {int(j[k])})" + (
+                " (identical inputs: the continuous part asked for by diagonal='limit')" if identical else "")
             detail = (f"a = {pick['a']:.6g}, b = {pick['b']:.6g}, c = {pick['c']:.6g}, mu(x) = {pick['mux']:.6g}, "
                       f"mu(x') = {pick['muy']:.6g}")
         raise ConvergenceError(f"the fixed-point iteration {what} at {where} ({detail}, lam = {float(lam):.6g}); "
@@ -542,59 +576,64 @@ def _finish(p, a, b, same, exact):
     return jnp.where(same, a, p) if exact else p
 
 
+def _slots(order):
+    """``slot[t]``: the row of the output that receives the value after ``t`` steps (−1: none)."""
+    slot = np.full(order[-1] + 1, -1, dtype=np.int32)
+    slot[list(order)] = np.arange(len(order))
+    return jnp.asarray(slot)
+
+
+def _keep(slot, t, value, out):
+    return jax.lax.cond(slot[t] >= 0, lambda: out.at[slot[t]].set(value), lambda: out)
+
+
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def _diagonal_steps(update, steps, a0, cd, mu, lam):
-    """The diagonal trajectory ``(steps + 1, n)`` from ``a0``."""
-    def step(a, _):
-        new = update(a, cd, mu, lam)[0]  # the fixed point's generated update (its derivative is dropped)
-        return new, new
-
-    return jnp.concatenate([a0[None], jax.lax.scan(step, a0, None, length=steps)[1]])
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _pair_steps(update, stops, a, b, c, mux, muy, p0, same, lam):
-    """Iterations of the off-diagonal map along the diagonal trajectories ``a``, ``b``: the
-    values after each number of steps in ``stops`` (a tuple), ``(len(stops), chunk)``, from one run.
-
-    The T-step kernel is continuous in the inputs, so identical inputs take the diagonal
-    trajectory under either ``diagonal`` option.
-    """
-    order = sorted(set(stops))
-    slot = np.full(order[-1] + 1, -1, dtype=np.int32)  # slot[t]: where the value after t steps goes
-    slot[order] = np.arange(len(order))
-    slot = jnp.asarray(slot)
-    out = jnp.zeros((len(order), *p0.shape), p0.dtype)
-
-    def keep(t, p, out):
-        return jax.lax.cond(slot[t] >= 0, lambda: out.at[slot[t]].set(p), lambda: out)
+def _diagonal_steps(update, order, a0, cd, mu, lam):
+    """The diagonal values after each number of steps in ``order`` (sorted), ``(len(order), n)``,
+    from ``a0``: one loop, memory O(n) whatever the number of steps."""
+    slot = _slots(order)
+    a0 = jnp.broadcast_to(a0, cd.shape)
 
     def step(t, carry):
-        p = update(carry[0], a[t], b[t], c, mux, muy, lam)[0]
-        return p, keep(t + 1, p, carry[1])
+        a = update(carry[0], cd, mu, lam)[0]  # the fixed point's generated update (its derivative is dropped)
+        return a, _keep(slot, t + 1, a, carry[1])
+
+    out = _keep(slot, 0, a0, jnp.zeros((len(order), *cd.shape), cd.dtype))
+    return jax.lax.fori_loop(0, order[-1], step, (a0, out))[1]
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _pair_steps(update, diagonal_update, stops, a, b, c, mux, muy, p0, same, lam):
+    """Iterations of the off-diagonal map: the values after each number of steps in ``stops`` (a
+    tuple), ``(len(stops), chunk)``, from one run.
+
+    ``a`` and ``b`` are the rows ``(start, c(x, x), diagonal values at the sorted stops)`` of the two
+    inputs (see :meth:`Kernel._diagonal`); the diagonal trajectories are advanced alongside the
+    entry, so memory is O(chunk) whatever the number of steps. The T-step kernel is continuous in
+    the inputs, so identical inputs take the diagonal values under either ``diagonal`` option.
+    """
+    order = tuple(sorted(set(stops)))
+    slot = _slots(order)
+
+    def step(t, carry):
+        p, at, bt, out = carry
+        p = update(p, at, bt, c, mux, muy, lam)[0]
+        at = diagonal_update(at, a[1], mux, lam)[0]
+        bt = diagonal_update(bt, b[1], muy, lam)[0]
+        return p, at, bt, _keep(slot, t + 1, p, out)
 
     # one loop (the update is compiled once, whatever the number of stops)
-    _, out = jax.lax.fori_loop(0, order[-1], step, (p0, keep(0, p0, out)))
-    out = jnp.where(same, a[jnp.asarray(order)], out)  # a: the diagonal trajectory (steps + 1, chunk)
+    out = _keep(slot, 0, p0, jnp.zeros((len(order), *p0.shape), p0.dtype))
+    out = jax.lax.fori_loop(0, order[-1], step, (p0, a[0], b[0], out))[3]
+    out = jnp.where(same, a[2:], out)
     return out[jnp.asarray([order.index(stop) for stop in stops])]
 
 
 # -- inputs ----------------------------------------------------------------------------------------
 
-def _matrix(X, name, traced):
-    X = jnp.asarray(X, dtype=jnp.float64) if traced else np.asarray(X, dtype=np.float64)
-    if X.ndim == 1:
-        X = X[:, None]
-    if X.ndim != 2 or X.shape[0] == 0:
-        raise InputError(f"{name} must be a non-empty (n, p) array of inputs, got shape {X.shape}")
-    if not traced and not np.all(np.isfinite(X)):
-        raise InputError(f"{name} contains NaN or infinite values; remove or impute them first")
-    return jnp.asarray(X)
-
-
 def _row_ids(xt, yt, symmetric):
     """Integer ids with equal ids exactly for equal rows of ``x̃`` (rows themselves when traced)."""
-    if _is_traced(xt, yt):
+    if is_traced(xt, yt):
         return xt, yt
     rows = np.asarray(xt) if symmetric else np.concatenate([np.asarray(xt), np.asarray(yt)])
     ids = np.unique(rows, axis=0, return_inverse=True)[1].reshape(-1).astype(np.int32)
@@ -606,51 +645,48 @@ def _augment(X, input_scale, bias):
     return jnp.concatenate([input_scale * X, jnp.full((X.shape[0], 1), 1.0) * bias], axis=1)
 
 
-def _positive(value, name, traced):
-    if not traced:
-        if not np.isscalar(value) and np.ndim(value) != 0 or not np.isfinite(value) or value <= 0:
-            raise InputError(f"{name} must be a positive finite number, got {value!r}")
-        return float(value)
-    return value
-
-
 def _check_options(steps, diagonal):
     """Validate ``steps`` and ``diagonal``; returns ``steps`` as None, an int or a tuple of ints."""
-    if diagonal not in ("exact", "limit"):
-        raise InputError(f"diagonal must be 'exact' or 'limit', got {diagonal!r}")
+    validate.choice(diagonal, "diagonal", ("exact", "limit"))
     if steps is None:
         return None
+    what = (f"steps must be None (the fixed point), a whole number of iterations up to {validate.MAX_STEPS} or a "
+            "non-empty sequence of them (a stack of T-step kernels)")
+    try:
+        if isinstance(steps, (list, tuple, range, np.ndarray)):
+            if np.ndim(steps) != 1 or len(steps) == 0:
+                raise InputError("")
+            return tuple(validate.count(t, "steps", maximum=validate.MAX_STEPS) for t in steps)
+        return validate.count(steps, "steps", maximum=validate.MAX_STEPS)
+    except InputError:
+        raise InputError(f"{what}, got {steps!r}") from None
 
-    def count(t):
-        return not isinstance(t, bool) and isinstance(t, (int, np.integer)) and t >= 0
 
-    if count(steps):
-        return int(steps)
-    if isinstance(steps, (list, tuple, np.ndarray)) and len(steps) and all(count(t) for t in np.ravel(steps)) \
-            and np.ndim(steps) == 1:
-        return tuple(int(t) for t in steps)
-    raise InputError(f"steps must be None (the fixed point), a non-negative integer or a non-empty sequence of "
-                     f"them (a stack of T-step kernels), got {steps!r}")
+def _squared_norms(X: np.ndarray, input_scale: float, bias: float) -> np.ndarray:
+    """``|x̃|²`` for each row, computed so that it neither underflows nor overflows before the range
+    check (a row of 1e-170s has |x̃|² ≈ 1e-340: reported, not flushed to 0)."""
+    xt = np.concatenate([X * float(input_scale), np.full((X.shape[0], 1), float(bias))], axis=1)
+    top = np.max(np.abs(xt), axis=1)
+    safe = np.where(top > 0, top, 1.0)
+    with np.errstate(over="ignore", under="ignore"):
+        log_norm = 2 * np.log10(safe) + np.log10(np.sum(np.square(xt / safe[:, None]), axis=1))
+        return np.where(top > 0, 10.0 ** np.clip(log_norm, -320, 400), 0.0)  # 1e-320: still non-zero
 
 
-def _moments(c, mu, traced):
-    c_np = None if traced else np.asarray(c, dtype=np.float64)
-    if not traced:
-        mu_np = np.asarray(mu, dtype=np.float64)
-        if c_np.ndim != 2 or c_np.shape[0] != c_np.shape[1] or c_np.shape[0] == 0:
-            raise InputError(f"c must be a square (n, n) input kernel, got shape {c_np.shape}")
-        if mu_np.shape != (c_np.shape[0],):
-            raise InputError(f"mu must have shape ({c_np.shape[0]},) to match c, got {mu_np.shape}")
-        if not (np.all(np.isfinite(c_np)) and np.all(np.isfinite(mu_np))):
-            raise InputError("c and mu must be finite")
-        if not np.allclose(c_np, c_np.T, rtol=1e-12, atol=0):
-            raise InputError("c must be symmetric (an input kernel)")
-        d = np.diagonal(c_np)
-        if np.any(d < 0) or np.any(np.abs(c_np) > np.sqrt(np.outer(d, d)) * (1 + 1e-12) + 1e-300):
-            raise InputError("c is not positive semi-definite: need c_ii >= 0 and |c_ij| <= sqrt(c_ii c_jj)")
-        if np.any(mu_np**2 > d * (1 + 1e-12) + 1e-300):
-            raise InputError("mu(x)^2 exceeds c(x, x): c = s^2 E[f f'] and mu = s E[f] need mu^2 <= c (Jensen)")
-    return jnp.asarray(c, dtype=jnp.float64)
+def _check_parameter_scales(lam, feature_scale) -> None:
+    """``λ²`` and ``s²`` enter every update as factors: both must be in the validated range."""
+    for name, value in (("lam", lam), ("feature_scale", feature_scale)):
+        validate.check_scale([float(value) ** 2 if abs(float(value)) < 1e154 else np.inf], f"{name}²",
+                             what=f"{name} = {float(value):.6g}", advice=f"choose {name} within [1e-75, 1e75]")
+
+
+def _check_result_memory(steps, n, m):
+    """The result (and the solver's working set) must fit in the memory the process may use."""
+    layers = len(steps) if isinstance(steps, tuple) else 1
+    shape = f"({layers}, {n}, {m})" if isinstance(steps, tuple) else f"({n}, {m})"
+    nbytes = 8.0 * layers * n * m * 1.2 + 64e6  # the output, its mirror writes, and the solver's blocks
+    validate.check_memory(nbytes, f"the {shape} float64 Gram matrix",
+                          "compute it in blocks of rows (gram(X[i:j], X)) and save each, or use fewer inputs")
 
 
 def _correlation(dot, var_i, var_j):
@@ -681,11 +717,19 @@ def _start(psi0, nx, ny, gx, symmetric, n):
         if psi0 == "input":
             return (nx, ny), (_input_correlation, (nx, ny, gx))
         raise InputError(f"psi0 must be 'input', 'constant' or an (n, n) array, got {psi0!r}")
+    if psi0 is None or isinstance(psi0, (int, float, bool)):
+        raise InputError(f"psi0 must be 'input', 'constant' or an (n, n) array, got {psi0!r}")
     if not symmetric:
         raise InputError("an array psi0 needs the square Gram matrix (Y omitted): it must give Psi_0 for every pair")
-    psi = jnp.asarray(psi0, dtype=jnp.float64)
-    if psi.shape != (n, n):
-        raise InputError(f"psi0 must have shape ({n}, {n}), got {psi.shape}")
+    if is_traced(psi0):
+        psi = jnp.asarray(psi0, dtype=jnp.float64)
+        if psi.shape != (n, n):
+            raise InputError(f"psi0 must have shape ({n}, {n}), got {psi.shape}")
+    else:
+        psi = validate.square_matrix(psi0, "psi0", n)
+        if np.any(np.diagonal(psi) < 0):
+            raise InputError("psi0 must have a non-negative diagonal (Psi_0(x, x) = |z_0(x)|^2)")
+        psi = jnp.asarray(psi)
     d = jnp.diagonal(psi)
     return (d, d), (_array_correlation, (psi, d))
 
@@ -724,6 +768,10 @@ def compile_kernel(family, reparam=None, activation=None, *, kappa=None, tol: fl
     fam = lookup_family(family, **parameters)
     if (reparam is None) == (activation is None):
         derive_link(fam, reparam, activation)  # raises the link stage's error
+    tol = check_tolerance(tol)
+    if not isinstance(cache, bool):
+        raise InputError(f"cache must be True or False, got {cache!r}")
+    kappa = None if kappa is None else parse_number(kappa, what="kappa")
     route, spec = ("reparam", reparam) if reparam is not None else ("activation", activation)
     spec_expr = as_eta_expression(spec, what=route)
     metadata = {"family": fam.name, "route": route, "spec": str(spec_expr),
@@ -737,10 +785,11 @@ def compile_kernel(family, reparam=None, activation=None, *, kappa=None, tol: fl
         return derive_link(fam, **{route: spec_expr}, kappa=kappa)
 
     the_link = None
-    text = path.read_text(encoding="utf-8") if cache and path.exists() else None
-    if text is None or not codegen.is_complete(text, digest):
+    text = codegen.read_cached(path, digest) if cache else None
+    if text is None:
         the_link = make_link()
-        text = codegen.build_source(the_link, tol=tol, digest=digest, metadata=metadata)
+        with limited(f"compiling the kernel of family '{fam.name}' with {route} = {str(spec_expr)[:80]}"):
+            text = codegen.build_source(the_link, tol=tol, digest=digest, metadata=metadata)
         try:
             codegen.write_atomic(path, text)
         except OSError as exc:
@@ -749,5 +798,5 @@ def compile_kernel(family, reparam=None, activation=None, *, kappa=None, tol: fl
                           "writable directory.", DekcWarning, stacklevel=2)
             path = fallback / path.name
             codegen.write_atomic(path, text)
-    module = codegen.import_module(path, digest)
+    module = codegen.load_module(text, path, digest)
     return Kernel(module, path, text, make_link, the_link)

@@ -25,8 +25,9 @@ from typing import Callable, Optional
 import mpmath
 import sympy as sp
 
+from .budget import limited
 from .errors import DekcWarning, ExpressionError, LinkError
-from .expressions import ETA, SHORTHANDS, as_eta_expression, kink_points, to_mpmath
+from .expressions import ETA, SHORTHANDS, as_eta_expression, kink_points, parse_number, to_mpmath
 from .registry import Family, _interval_text, family as lookup_family
 
 _T = sp.Symbol("t", positive=True)
@@ -243,6 +244,19 @@ def _check_maps_into_domain(R: sp.Expr, fam: Family, what: str) -> list[str]:
     return notes
 
 
+def _check_not_constant(R: sp.Expr, rho: sp.Expr) -> None:
+    """Refuse a constant ``R``: then ``ρ = R' = 0`` and ``σ = 0``, and every feature is zero."""
+    if rho == 0:
+        constant = True
+    else:
+        f = _evaluator(rho)
+        with mpmath.workdps(_DPS):
+            constant = all(f(x) == 0 for x in ETA_SAMPLES)
+    if constant:
+        raise LinkError(f"reparameterisation R = {R} is constant: rho = R' = 0 and sigma = (A o R)' = 0, so the "
+                        "features never move from zero and the kernel is 0; choose an R that depends on eta")
+
+
 def _suggestion(fam: Family) -> str:
     lo, hi = fam.domain.start, fam.domain.end
     if lo == -sp.oo and hi != sp.oo:
@@ -276,6 +290,7 @@ def _from_reparam(fam: Family, reparam) -> Link:
     notes = _check_maps_into_domain(R, fam, "reparameterisation")
     sigma = tidy(sp.diff(fam.A.subs(fam.theta, R), ETA))
     rho = tidy(sp.diff(R, ETA))
+    _check_not_constant(R, rho)
     _check_identities(fam, R, sigma, rho, "reparam")
     return Link(fam, tidy(R), sigma, rho, "reparam", None, tuple(notes))
 
@@ -434,7 +449,7 @@ def _from_activation(fam: Family, activation, kappa) -> Link:
         if star is None:
             raise LinkError(f"activation {sigma} changes sign but A = {A} has no minimum inside "
                             f"Θ = {fam.domain_text}: no non-decreasing R exists")
-        k = A.subs(theta, star) if kappa is None else sp.nsimplify(kappa)
+        k = A.subs(theta, star) if kappa is None else kappa
         if kappa is not None and sp.simplify(k - A.subs(theta, star)) != 0:
             raise LinkError(f"with a sign change kappa must be A(theta*) = {A.subs(theta, star)}, got {kappa}")
         parts = (minus_part, plus_part)
@@ -450,7 +465,7 @@ def _from_activation(fam: Family, activation, kappa) -> Link:
         a_end = _value_at_end(A, theta, part.end, part)
         (a_low, low_end), (a_high, high_end) = sorted([(a_start, part.start), (a_end, part.end)], key=lambda p: p[0])
         if kappa is not None:
-            k = sp.nsimplify(kappa)
+            k = kappa
         elif a_low.is_finite:
             k = _anchor(fam, sigma, pattern, part, f_low, a_low, low_end, +1, notes)
         elif a_high.is_finite:
@@ -549,5 +564,8 @@ def link(family, reparam=None, activation=None, *, kappa=None, **parameters) -> 
     if reparam is not None:
         if kappa is not None:
             raise LinkError("kappa= applies only to the activation route")
-        return _from_reparam(fam, reparam)
-    return _from_activation(fam, activation, kappa)
+        with limited(f"the link of family '{fam.name}' with reparam = {str(reparam)[:80]}"):
+            return _from_reparam(fam, reparam)
+    kappa = None if kappa is None else parse_number(kappa, what="kappa")
+    with limited(f"the link of family '{fam.name}' with activation = {str(activation)[:80]}"):
+        return _from_activation(fam, activation, kappa)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .kernel import InputError
+from .errors import InputError
 
 __all__ = ["heatmap", "heatmaps", "convergence", "fixed_point_residuals", "benchmark_chart"]
 

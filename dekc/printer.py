@@ -19,13 +19,14 @@ entry; anything else raises :class:`UnprintableError`, so no expression silently
 
 from __future__ import annotations
 
+import fractions
 import itertools
 import math
 import re
 
 import sympy as sp
 
-from .errors import DekcError
+from .errors import UnprintableError
 
 # asin(z) = z + z t P(t), t = z² ≤ 1/4: P interpolates (asin(√t)/√t − 1)/t at 13 Chebyshev nodes of
 # [0, 1/4] (computed with mpmath at 50 digits; interpolation error 1.5e-17; the tests recompute the
@@ -70,10 +71,6 @@ def _acos(x):
 '''
 
 
-class UnprintableError(DekcError, NotImplementedError):
-    """The expression uses a function the JAX printer has no safe translation for."""
-
-
 _UNARY = {
     sp.exp: "jnp.exp",
     sp.log: "jnp.log",
@@ -92,6 +89,22 @@ _UNARY = {
     sp.erfc: "jsp.erfc",
     sp.loggamma: "jsp.gammaln",
 }
+
+
+_EXACT = 2**53  # integers up to this are exact doubles
+
+
+def _rational(p: int, q: int) -> str:
+    """``p/q`` as a float64 literal: exact small integers and quotients of exact doubles as written
+    (one correctly rounded division), anything larger as the correctly rounded double itself (so
+    ``(10**320 + 1)/10**320`` prints as 1.0, not inf/inf)."""
+    if abs(p) <= _EXACT and q <= _EXACT:
+        return f"{p}.0" if q == 1 else f"({p}.0 / {q}.0)"
+    try:
+        value = float(fractions.Fraction(p, q))
+    except OverflowError:
+        raise UnprintableError(f"the constant {p}/{q} is beyond the float64 range") from None
+    return repr(value)
 
 
 class JaxPrinter:
@@ -114,14 +127,17 @@ class JaxPrinter:
             return "jnp.e"
         if e in (sp.oo, -sp.oo, sp.zoo, sp.nan):
             raise UnprintableError(f"cannot print the non-finite constant {e}")
-        if isinstance(e, sp.Integer):
-            return f"{int(e)}.0"
         if isinstance(e, sp.Rational):
-            return f"({int(e.p)}.0 / {int(e.q)}.0)"
+            return _rational(int(e.p), int(e.q))
         if isinstance(e, sp.Float):
+            if not math.isfinite(float(e)):
+                raise UnprintableError(f"the constant {e} is beyond the float64 range")
             return repr(float(e))
         if e.is_number and e.is_real:
-            return repr(float(e))
+            value = float(e)
+            if not math.isfinite(value):
+                raise UnprintableError(f"the constant {e} is beyond the float64 range")
+            return repr(value)
         if isinstance(e, sp.Add):
             return "(" + " + ".join(self._print(t) for t in e.args) + ")"
         if isinstance(e, sp.Mul):

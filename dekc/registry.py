@@ -19,7 +19,8 @@ from typing import Mapping
 import mpmath
 import sympy as sp
 
-from .errors import ExpressionError, FamilyError, UnknownFamilyError
+from .budget import limited
+from .errors import ExpressionError, FamilyError, InputError, UnknownFamilyError
 from .expressions import CONSTANTS, ETA, FUNCTIONS, parse_expression, to_mpmath
 
 Y = sp.Symbol("y", real=True)
@@ -32,6 +33,7 @@ _RESERVED = {"y", "eta"} | set(CONSTANTS) | set(FUNCTIONS)
 _MAX_FILE_BYTES = 64 * 1024
 _SAMPLES = 201
 OBJECT_SOURCE = "<Family object>"
+_NOT_ANALYTIC = (sp.Heaviside, sp.Max, sp.Min, sp.Abs, sp.sign, sp.Piecewise, sp.DiracDelta)
 
 
 def _interval_text(interval: sp.Interval) -> str:
@@ -47,8 +49,8 @@ def parse_interval(text: str, symbols: Mapping[str, sp.Symbol], *, source: str, 
         raise FamilyError(source, field, f"{text!r} is not an interval; write e.g. \"(-oo, oo)\" or \"(-oo, 0]\"")
     left, lo_text, hi_text, right = match.groups()
     try:
-        lo = parse_expression(lo_text, symbols, what="lower end")
-        hi = parse_expression(hi_text, symbols, what="upper end")
+        lo = parse_expression(lo_text, symbols, what="lower end", allow_infinite=True)
+        hi = parse_expression(hi_text, symbols, what="upper end", allow_infinite=True)
     except ExpressionError as exc:
         raise FamilyError(source, field, str(exc)) from None
     for end, bracket in ((lo, left), (hi, right)):
@@ -110,7 +112,8 @@ class Family:
 
     def __post_init__(self):
         object.__setattr__(self, "parameters", dict(self.parameters))
-        object.__setattr__(self, "convexity", _validate(self))
+        with limited(f"validating the family '{str(self.name)[:64]}' ({self.source})"):
+            object.__setattr__(self, "convexity", _validate(self))
 
     def __hash__(self):
         return hash((self.name, self.log_partition, tuple(sorted(self.parameters.items()))))
@@ -217,6 +220,11 @@ def _validate(fam: Family) -> str:
         raise FamilyError(src, "sufficient_statistic", "T(y) must depend on y")
     if not fam.log_partition.has(fam.theta):
         raise FamilyError(src, "log_partition", f"A must depend on the natural parameter {fam.theta}")
+    kinked = [type(e).__name__ for e in sp.preorder_traversal(fam.log_partition) if isinstance(e, _NOT_ANALYTIC)]
+    if kinked:
+        raise FamilyError(src, "log_partition", f"A uses {', '.join(sorted(set(kinked)))}, but the log-partition "
+                          "function of an exponential family is analytic inside its natural domain; write A without "
+                          "kinks or steps and restrict natural_domain instead")
 
     if not isinstance(fam.natural_domain, sp.Interval):
         raise FamilyError(src, "natural_domain", f"expected a sympy Interval, got {fam.natural_domain!r}")
@@ -321,8 +329,13 @@ def load_family_file(path) -> Family:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
         raise FamilyError(source, "<file>", f"not UTF-8 text ({exc.reason})") from None
+    except OSError as exc:
+        raise FamilyError(source, "<file>", f"cannot read it ({exc.strerror or exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise FamilyError(source, "<toml>", f"not valid TOML: {exc}") from None
+    except RecursionError:
+        raise FamilyError(source, "<toml>", "nested too deeply; a family file is a flat table with an optional "
+                          "[parameters] table") from None
     return family_from_mapping(data, source)
 
 
@@ -373,6 +386,8 @@ def family(name, **parameters) -> Family:
     """The registered family ``name`` (or a Family, passed through), with optional parameter values."""
     if isinstance(name, Family):
         fam = name
+    elif not isinstance(name, str):
+        raise InputError(f"family must be a registered name (a string) or a dekc.Family, got {type(name).__name__}")
     else:
         _ensure_loaded()
         with _lock:
@@ -396,7 +411,7 @@ def register_family(source, *, replace: bool = False) -> Family:
     elif isinstance(source, (str, os.PathLike)):
         fam = load_family_file(source)
     else:
-        raise TypeError(f"register_family takes a path to a .toml file or a dekc.Family, got {type(source).__name__}")
+        raise InputError(f"register_family takes a path to a .toml file or a dekc.Family, got {type(source).__name__}")
     _ensure_loaded()
     with _lock:
         existing = _registry.get(fam.name)

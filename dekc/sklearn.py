@@ -53,7 +53,9 @@ from sklearn.gaussian_process.kernels import Hyperparameter
 from sklearn.gaussian_process.kernels import Kernel as _SkKernel
 
 from ._jax import jax, jnp  # float64 enabled
-from .kernel import InputError, compile_kernel
+from . import validate
+from .errors import InputError
+from .kernel import compile_kernel
 
 __all__ = ["DEKernel"]
 
@@ -163,13 +165,8 @@ class DEKernel(_SkKernel):
         """The hyper-parameter values, validated."""
         values = {}
         for name in _POSITIVE:
-            v = getattr(self, name)
-            if not isinstance(v, numbers.Real) or isinstance(v, bool) or not np.isfinite(v) or v <= 0:
-                raise InputError(f"DEKernel: {name} must be a positive finite number, got {v!r}")
-            values[name] = float(v)
-        b = self.bias
-        if not isinstance(b, numbers.Real) or isinstance(b, bool) or not np.isfinite(b):
-            raise InputError(f"DEKernel: bias must be a finite number, got {b!r}")
+            values[name] = validate.real(getattr(self, name), name, positive=True, what="DEKernel")
+        b = validate.real(self.bias, "bias", what="DEKernel")
         if not self.hyperparameter_bias.fixed and b <= 0:
             raise InputError(f"DEKernel: bias = {b!r} must be positive while it is a free (log-scale) hyper-parameter; "
                              "use bias_bounds='fixed' for a zero or negative bias")
@@ -190,11 +187,11 @@ class DEKernel(_SkKernel):
         values = self._values()
         if Y is X:
             Y = None  # pairwise_kernels passes Y = X: the symmetric path is half the work
-        X = np.atleast_2d(np.asarray(X, dtype=float))
+        X = _inputs(X, "X")
         if Y is not None:
             if eval_gradient:
                 raise ValueError("Gradient can only be evaluated when Y is None.")
-            Y = np.atleast_2d(np.asarray(Y, dtype=float))
+            Y = _inputs(Y, "Y")
         K = np.asarray(self._gram(X, Y, **values))  # eager: dekc's errors are raised here
         if not eval_gradient:
             return K
@@ -220,7 +217,7 @@ class DEKernel(_SkKernel):
     def diag(self, X):
         """``np.diag(self(X))`` without the off-diagonal blocks: identical inputs get this value."""
         values = self._values()
-        X = np.atleast_2d(np.asarray(X, dtype=float))
+        X = _inputs(X, "X")
         out = np.empty(X.shape[0])
         for lo in range(0, X.shape[0], _DIAG_BLOCK):
             out[lo:lo + _DIAG_BLOCK] = np.diag(np.asarray(self._gram(X[lo:lo + _DIAG_BLOCK], **values)))
@@ -236,6 +233,15 @@ class DEKernel(_SkKernel):
         extra = "" if self.steps is None else f", steps={self.steps!r}"
         return (f"DEKernel({self.family!r}, {link}, lam={_fmt(self.lam)}, feature_scale={_fmt(self.feature_scale)}, "
                 f"input_scale={_fmt(self.input_scale)}, bias={_fmt(self.bias)}, features={self.features!r}{extra})")
+
+
+def _inputs(X, name):
+    """scikit-learn passes 2-D inputs; a 1-D array is one input (``np.atleast_2d``), as sklearn does."""
+    try:
+        flat = np.ndim(X) == 1 and not isinstance(X, (str, bytes))
+    except (ValueError, TypeError):
+        flat = False
+    return np.asarray(validate.matrix(np.atleast_2d(X) if flat else X, name))
 
 
 def _fmt(value):

@@ -92,7 +92,7 @@ import numpy as np
 import sympy as sp
 
 from . import reference
-from .errors import DekcError, DekcWarning
+from .errors import DekcWarning, VerifyError
 from .expectations import CLOSED_FORM_TOLERANCE
 from .expressions import ETA, as_eta_expression, kink_points
 
@@ -109,10 +109,6 @@ PAIRS = (("sigma", "sigma"), ("sigma", "rho"), ("rho", "rho"))
 MIN_DPS = 15  # below this the reference cannot resolve a 1e-12 tolerance
 _NEAR_EDGE = 0.999
 _SCALES = (1e-4, 1e4)
-
-
-class VerifyError(DekcError, ValueError):
-    """An argument of :func:`verify` is invalid."""
 
 
 @dataclasses.dataclass(frozen=True)
