@@ -12,6 +12,7 @@ import numpy as np
 
 from . import __version__
 from .errors import DekcError, DekcWarning
+from .io import atomic_output
 from .kernel import compile_kernel
 from .links import link
 from .registry import families, family, register_family
@@ -86,7 +87,8 @@ def cmd_compile(args) -> int:
             *_describe_methods(ker)]
     if args.output is not None:
         try:
-            args.output.write_text(ker.source, encoding="utf-8")
+            with atomic_output(args.output) as handle:
+                handle.write(ker.source.encode("utf-8"))
         except OSError as exc:
             raise DekcError(f"cannot write the kernel module to {args.output}: {exc.strerror or exc}") from None
         rows.append(["wrote", f"{args.output} (standalone: it imports only jax)"])
@@ -128,8 +130,9 @@ def _steps(text: str):
 
 
 def cmd_gram(args) -> int:
-    from .io import read_inputs
+    from .io import check_delimiter, read_inputs
 
+    check_delimiter(args.delimiter)
     X = read_inputs(args.data, delimiter=args.delimiter)
     Y = None if args.y is None else read_inputs(args.y, delimiter=args.delimiter)
     if Y is not None and Y.shape[1] != X.shape[1]:
@@ -145,7 +148,7 @@ def cmd_gram(args) -> int:
                  progress=not args.quiet)
     elapsed = time.perf_counter() - start
     try:
-        with open(args.output, "wb") as handle:
+        with atomic_output(args.output) as handle:  # a crash leaves the old file (or none), never half a one
             np.save(handle, K)
     except OSError as exc:
         raise DekcError(f"cannot write {args.output}: {exc.strerror or exc}") from None
@@ -163,7 +166,8 @@ def _link_options(p) -> None:
     how.add_argument("--activation", metavar="S", help="target activation sigma(eta): a shorthand or expression")
     p.add_argument("--param", action="append", default=[], type=_parameter, metavar="NAME=VALUE",
                    help="family parameter value, e.g. --param k=2 (repeatable)")
-    p.add_argument("--kappa", type=float, default=None, help="integration constant for --activation")
+    p.add_argument("--kappa", default=None, metavar="NUMBER",
+                   help="integration constant for --activation: a number or a constant such as 'log(2)'")
 
 
 def _count(text: str) -> int:
@@ -232,7 +236,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
 def main(argv=None) -> int:
+    """Run the command line; every error becomes one line on stderr and exit status 2
+    (130 for an interruption)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -240,8 +250,17 @@ def main(argv=None) -> int:
             register_family(path)
         return args.run(args)
     except DekcError as exc:
-        print(f"dekc: error: {exc}", file=sys.stderr)
-        return 2
+        print(f"dekc: error: {_one_line(exc)}", file=sys.stderr)
+    except MemoryError:
+        print("dekc: error: out of memory; use fewer inputs or compute the Gram matrix in blocks of rows",
+              file=sys.stderr)
+    except KeyboardInterrupt:
+        print("dekc: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # anything else is a defect in dekc: still one line, and what to report
+        print(f"dekc: error: unexpected {type(exc).__name__}: {_one_line(exc)[:300]} (this is a bug in dekc; "
+              "please report it with the command that caused it)", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

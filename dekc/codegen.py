@@ -37,6 +37,7 @@ import sympy as sp
 
 from ._version import __version__
 from .errors import CacheError, DekcWarning
+from .io import atomic_output
 from .expectations import _TINY, GaussianExpectation, derived_expectation
 from .expressions import ETA
 from .printer import HELPERS as ARC_HELPERS
@@ -238,17 +239,8 @@ def build_source(link, *, tol: float, digest: str, metadata: dict) -> str:
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so that readers see either nothing or the whole file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_output(path) as handle:
+        handle.write(text.encode("utf-8"))
 
 
 def is_complete(text: str, digest: str) -> bool:

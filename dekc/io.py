@@ -8,13 +8,47 @@ non-numeric, and empty cells, ``nan`` or ragged rows are errors.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
+import os
+import tempfile
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
 import numpy as np
 
 from .errors import DataFileError
+
+
+@contextlib.contextmanager
+def atomic_output(path) -> Iterator[BinaryIO]:
+    """A binary handle whose contents replace ``path`` only when the block succeeds: readers see
+    the old file or the whole new one, and a failure (or an interruption) leaves ``path`` as it
+    was and no temporary file behind."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def check_delimiter(delimiter: str | None) -> str | None:
+    """A single-character column delimiter (``\\t`` written out stands for a tab), or None."""
+    if delimiter is None:
+        return None
+    if delimiter in ("\\t", "tab"):
+        return "\t"
+    if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in "\r\n\"":
+        raise DataFileError(f"the delimiter must be one character such as ',' ';' or '\\t' (a tab), got {delimiter!r}")
+    return delimiter
 
 
 def read_inputs(path, *, delimiter: str | None = None) -> np.ndarray:
@@ -25,6 +59,7 @@ def read_inputs(path, *, delimiter: str | None = None) -> np.ndarray:
     a number. A vector (one column, or a 1-D ``.npy``) is read as ``n`` inputs of dimension 1.
     """
     path = Path(path)
+    delimiter = check_delimiter(delimiter)
     if not path.exists():
         raise DataFileError(f"{path}: no such file")
     if path.is_dir():

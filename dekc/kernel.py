@@ -227,8 +227,10 @@ class Kernel:
         ``λ`` the diagonal iteration diverges from large starts. ``0.0`` when ``D`` grows slower
         than ``a``; ``None`` when it grows faster (then no ``λ`` bounds it from every start)."""
         m = self.module
+        c = validate.real(c, "c", nonnegative=True, what="lambda_bound")
+        mu = validate.real(mu, "mu", what="lambda_bound")
         # far enough out that the lower-order terms (c, μ√a) are below 1e-3 of the leading one
-        a = jnp.asarray([1e12, 1e16]) * max(1.0, abs(float(c)), float(mu) ** 2)
+        a = jnp.asarray([1e12, 1e16]) * min(max(1.0, c, min(mu * mu, 1e300)), 1e150)
         growth = (m.K_sigma_sigma_one_point(a) - 2 * mu * m.K_sigma_rho_one_point(a) + c * m.K_rho_rho_one_point(a))
         ratio = np.asarray(growth) / np.asarray(a)
         if not np.all(np.isfinite(ratio)) or ratio[1] > 2 * abs(ratio[0]) + 1e-12:
