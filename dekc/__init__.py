@@ -1,39 +1,50 @@
 """dekc: a symbolic-plus-numeric compiler for deep equilibrium kernels (DEKers)."""
 
 from ._version import __version__
-from .errors import ConvergenceError, DekcError, DekcWarning, ExpressionError, FamilyError, LinkError, UnknownFamilyError
+from .errors import (CacheError, ConvergenceError, DataFileError, DekcError, DekcWarning, DerivationError,
+                     ExpressionError, FamilyError, InputError, LinkError, MemoryBudgetError, NoExpectationError,
+                     ScaleError, TimeBudgetError, UnknownFamilyError, UnprintableError, VerifyError)
+from .budget import time_budget
 from . import reference
 from .baselines import NNGP, NTK, nngp, ntk
-from .expectations import GaussianExpectation, NoExpectationError, gaussian_expectation
-from .kernel import InputError, Kernel, compile_kernel
+from .expectations import GaussianExpectation, gaussian_expectation
+from .kernel import Kernel, compile_kernel
 from .links import Link, link
 from .registry import Family, families, family, register_family
-from .verify import Item, Report, VerifyError, verify
+from .verify import Item, Report, verify
 
 __all__ = [
     "__version__",
+    "CacheError",
     "ConvergenceError",
+    "DataFileError",
+    "DekcError",
+    "DekcWarning",
+    "DerivationError",
+    "ExpressionError",
+    "FamilyError",
     "InputError",
+    "LinkError",
+    "MemoryBudgetError",
+    "NoExpectationError",
+    "ScaleError",
+    "TimeBudgetError",
+    "UnknownFamilyError",
+    "UnprintableError",
+    "VerifyError",
+    "time_budget",
     "Item",
     "Kernel",
     "Report",
-    "VerifyError",
     "verify",
     "NNGP",
     "NTK",
     "nngp",
     "ntk",
     "compile_kernel",
-    "DekcError",
-    "DekcWarning",
-    "ExpressionError",
     "Family",
     "GaussianExpectation",
-    "NoExpectationError",
-    "FamilyError",
     "Link",
-    "LinkError",
-    "UnknownFamilyError",
     "families",
     "gaussian_expectation",
     "reference",

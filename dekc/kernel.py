@@ -229,8 +229,10 @@ class Kernel:
         m = self.module
         c = validate.real(c, "c", nonnegative=True, what="lambda_bound")
         mu = validate.real(mu, "mu", what="lambda_bound")
+        validate.check_scale([c, mu * mu if abs(mu) < 1e154 else np.inf], "c and mu²", what="lambda_bound",
+                             advice="rescale the input moments")
         # far enough out that the lower-order terms (c, μ√a) are below 1e-3 of the leading one
-        a = jnp.asarray([1e12, 1e16]) * min(max(1.0, c, min(mu * mu, 1e300)), 1e150)
+        a = jnp.asarray([1e12, 1e16]) * max(1.0, c, mu * mu)
         growth = (m.K_sigma_sigma_one_point(a) - 2 * mu * m.K_sigma_rho_one_point(a) + c * m.K_rho_rho_one_point(a))
         ratio = np.asarray(growth) / np.asarray(a)
         if not np.all(np.isfinite(ratio)) or ratio[1] > 2 * abs(ratio[0]) + 1e-12:

@@ -185,7 +185,7 @@ def _parameter_value(value, source: str, field: str) -> sp.Expr:
         if not math.isfinite(value):
             raise FamilyError(source, field, f"expected a finite number, got {value!r}")
         return sp.Rational(repr(value))
-    number = sp.sympify(value) if isinstance(value, sp.Number) else sp.Integer(value)
+    number = value if isinstance(value, sp.Number) else sp.Integer(value)
     if not number.is_finite or not number.is_real:
         raise FamilyError(source, field, f"expected a finite real number, got {value!r}")
     return number
