@@ -14,6 +14,16 @@ def pytest_configure(config):
     os.environ["DEKC_CACHE_DIR"] = tempfile.mkdtemp(prefix="dekc-test-cache-")
 
 
+def pytest_terminal_summary(terminalreporter):
+    from helpers import outcome_table
+
+    lines = outcome_table()
+    if lines:
+        terminalreporter.section("property-based cases (dekc)")
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
 @pytest.fixture
 def update_golden(request):
     return request.config.getoption("--update-golden")
