@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all bench clean
+.PHONY: demo test test-all test-properties bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,10 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -q
 
 test-all: $(STAMP)
-	$(BIN)/python -m pytest -q
+	DEKC_PROPERTY_PROFILE=long $(BIN)/python -m pytest -q
+
+test-properties: $(STAMP)
+	DEKC_PROPERTY_PROFILE=long $(BIN)/python -m pytest -q tests/test_properties.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/link.py

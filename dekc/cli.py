@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .errors import DekcError, DekcWarning
+from . import validate
+from .errors import DekcError, DekcWarning, InputError
 from .io import atomic_output
 from .kernel import compile_kernel
 from .links import link
@@ -107,12 +108,9 @@ def cmd_verify(args) -> int:
 
 def _positive_float(text: str) -> float:
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (value > 0 and value < float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text}")
-    return value
+        return validate.real(float(text), "the value", positive=True)
+    except (ValueError, InputError):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}") from None
 
 
 def _steps(text: str):

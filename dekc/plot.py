@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import validate
 from .errors import InputError
 
 __all__ = ["heatmap", "heatmaps", "convergence", "fixed_point_residuals", "benchmark_chart"]
@@ -115,16 +116,8 @@ def benchmark_chart(table, *, path=None, title=None, metric="test RMSE", normali
 # -- heat maps --------------------------------------------------------------------------------------
 
 def _kernel_matrix(K, name="K"):
-    try:
-        K = np.asarray(K, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be a square (n, n) array of numbers (a Gram matrix)") from None
-    if K.ndim != 2 or K.shape[0] != K.shape[1] or K.shape[0] == 0:
-        raise InputError(f"{name} must be a square (n, n) kernel matrix, got shape {K.shape}; "
-                         "pass ker.gram(X) (Y omitted) or another square Gram matrix")
-    if not np.all(np.isfinite(K)):
-        raise InputError(f"{name} contains NaN or infinite values; pass a finite kernel matrix")
-    return K
+    """A finite square Gram matrix (pass ``ker.gram(X)`` with ``Y`` omitted)."""
+    return validate.square_matrix(K, name)
 
 
 def heatmap(K, *, ax=None, title=None, path=None, cmap="viridis", colorbar=True, vmin=None, vmax=None):
@@ -256,8 +249,7 @@ def fixed_point_residuals(ker, X, *, lam, steps=30, **gram_kwargs):
     Note: the DEKer gives identical inputs the exact diagonal value while ``K_t`` is continuous;
     for distinct inputs the comparison is entry by entry.
     """
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise InputError(f"steps must be a positive integer (the number of iterations), got {steps!r}")
+    steps = validate.count(steps, "steps", minimum=1, maximum=validate.MAX_STEPS)
     for key in ("steps", "psi0", "Y"):
         if key in gram_kwargs:
             raise InputError(f"fixed_point_residuals sets {key!r} itself; do not pass it in gram_kwargs")

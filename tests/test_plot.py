@@ -206,7 +206,7 @@ def test_fixed_point_residuals_converge(tmp_path):
 def test_fixed_point_residuals_bad_input():
     ker = dekc.compile_kernel("gaussian", reparam="relu")
     X = np.array([[1.0, 2.0], [3.0, -1.0]])
-    with pytest.raises(InputError, match="positive integer"):
+    with pytest.raises(InputError, match="steps must be a whole number between 1 and"):
         plot.fixed_point_residuals(ker, X, lam=6.0, steps=0)
     with pytest.raises(InputError, match="psi0"):
         plot.fixed_point_residuals(ker, X, lam=6.0, steps=3, psi0="constant")

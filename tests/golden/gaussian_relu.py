@@ -18,7 +18,7 @@ mu_x = mu(x), mu_y = mu(x'):
 Diagonal, u ~ N(0, a):
     D(a) = (E sigma(u)^2 - 2 mu E sigma(u) rho(u) + c E rho(u)^2) / lam^2
 
-input hash: sha256:e70b482b1f0d05e1b3f08e18a48494e221c017bfd5a5884c9565f098330a5b4d
+input hash: sha256:4925d51ce48abb9476f7ab09bcf78b9201d55760d7848126f441fe5e1424bb47
 """
 
 import jax
@@ -27,7 +27,7 @@ import jax.scipy.special as jsp
 
 
 DEKC_VERSION = '0.1.0'
-INPUT_HASH = 'e70b482b1f0d05e1b3f08e18a48494e221c017bfd5a5884c9565f098330a5b4d'
+INPUT_HASH = '4925d51ce48abb9476f7ab09bcf78b9201d55760d7848126f441fe5e1424bb47'
 METADATA = {'family': 'gaussian', 'route': 'reparam', 'spec': 'Max(0, eta)', 'kappa': None, 'parameters': {}}
 METHODS = {'sigma,sigma': 'closed-form', 'sigma,rho': 'closed-form', 'rho,rho': 'closed-form'}
 ERROR_BOUNDS = {'sigma,sigma': 1e-12, 'sigma,rho': 1e-12, 'rho,rho': 1e-12}
@@ -209,4 +209,4 @@ def diagonal_update_and_da(a, c, mu, lam):
     return jnp.broadcast_to((_t0 * (((1.0 / 2.0) * c) + ((1.0 / 2.0) * a) + (-1.0 * _t1 * _t2))), jnp.broadcast_shapes(jnp.shape(a), jnp.shape(c), jnp.shape(mu))), jnp.broadcast_to(((1.0 / 2.0) * _t0 * (1.0 + (-1.0 * _t2 * (1.0 / _t1)))), jnp.broadcast_shapes(jnp.shape(a), jnp.shape(c), jnp.shape(mu)))
 
 
-# end of dekc kernel module; sha256 of the text above: ca725f40347774c89efac2b409844784d3916671f32455e2bf6f001842f257b5
+# end of dekc kernel module; sha256 of the text above: 9ac4f76ebe7d0892c497d317cd2df646e4bbb47864fb417e88520d22188866c3

@@ -18,7 +18,7 @@ mu_x = mu(x), mu_y = mu(x'):
 Diagonal, u ~ N(0, a):
     D(a) = (E sigma(u)^2 - 2 mu E sigma(u) rho(u) + c E rho(u)^2) / lam^2
 
-input hash: sha256:60617f24d97ce5c369096a161e3ff9ec1a3c517a9fc7726376c5bc09d4bd2bce
+input hash: sha256:1a0145c3b9d0a21615366ccd6ee8f1b1012839cdfcdade0e5fb7e59b06bdcd77
 """
 
 import jax
@@ -27,7 +27,7 @@ import jax.scipy.special as jsp
 
 
 DEKC_VERSION = '0.1.0'
-INPUT_HASH = '60617f24d97ce5c369096a161e3ff9ec1a3c517a9fc7726376c5bc09d4bd2bce'
+INPUT_HASH = '1a0145c3b9d0a21615366ccd6ee8f1b1012839cdfcdade0e5fb7e59b06bdcd77'
 METADATA = {'family': 'poisson', 'route': 'reparam', 'spec': 'eta', 'kappa': None, 'parameters': {}}
 METHODS = {'sigma,sigma': 'closed-form', 'sigma,rho': 'closed-form', 'rho,rho': 'closed-form'}
 ERROR_BOUNDS = {'sigma,sigma': 1e-12, 'sigma,rho': 1e-12, 'rho,rho': 1e-12}
@@ -188,4 +188,4 @@ def diagonal_update_and_da(a, c, mu, lam):
     return jnp.broadcast_to((_t0 * (_t1 + c + (-2.0 * _t3))), jnp.broadcast_shapes(jnp.shape(a), jnp.shape(c), jnp.shape(mu))), jnp.broadcast_to((-1.0 * _t0 * (_t3 + (-2.0 * _t1))), jnp.broadcast_shapes(jnp.shape(a), jnp.shape(c), jnp.shape(mu)))
 
 
-# end of dekc kernel module; sha256 of the text above: 0c381f231b31afe30dcf49e804f1787b748e6a7ccb7010f02030f81f747d13dc
+# end of dekc kernel module; sha256 of the text above: cc4977dbe7da33a4d07cddc1dc93cbfd4b6de6f5b6b32818a59e18c62caa33f5
