@@ -16,10 +16,10 @@ demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" -q
+	$(BIN)/python -m pytest -m "not slow" -q --numprocesses=auto --maxprocesses=4
 
 test-all: $(STAMP)
-	DEKC_PROPERTY_PROFILE=long $(BIN)/python -m pytest -q
+	DEKC_PROPERTY_PROFILE=long $(BIN)/python -m pytest -q --numprocesses=auto --maxprocesses=4
 
 test-properties: $(STAMP)
 	DEKC_PROPERTY_PROFILE=long $(BIN)/python -m pytest -q tests/test_properties.py

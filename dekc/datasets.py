@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import DataFileError, InputError
+
 __all__ = ["UCI_DATASETS", "citation", "load_uci"]
 
 DATA_DIR = Path(__file__).parent / "data" / "uci"
@@ -65,7 +67,7 @@ _CITATIONS = {
 
 def _check_name(name) -> str:
     if not isinstance(name, str) or name not in UCI_DATASETS:
-        raise ValueError(f"unknown data set {name!r}; choose one of {', '.join(UCI_DATASETS)}")
+        raise InputError(f"unknown data set {name!r}; choose one of {', '.join(UCI_DATASETS)}")
     return name
 
 
@@ -107,6 +109,6 @@ def load_uci(name: str) -> tuple[np.ndarray, np.ndarray]:
     X = np.ascontiguousarray(data[:, :-1], dtype=np.float64)
     y = np.ascontiguousarray(data[:, -1], dtype=np.float64)
     if X.shape != _SHAPES[name] or not (np.all(np.isfinite(X)) and np.all(np.isfinite(y))):
-        raise ValueError(f"data set {name!r}: expected a finite {_SHAPES[name][0]}×{_SHAPES[name][1]} "
+        raise DataFileError(f"data set {name!r}: expected a finite {_SHAPES[name][0]}×{_SHAPES[name][1]} "
                          f"input matrix, read {X.shape} from {DATA_DIR}")
     return X, y

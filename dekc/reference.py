@@ -14,6 +14,7 @@ from typing import Callable
 import mpmath
 import sympy as sp
 
+from .errors import InputError
 from .expressions import ETA, as_eta_expression, kink_points, to_mpmath
 
 DEFAULT_DPS = 30
@@ -47,7 +48,7 @@ def expectation(f, g, a, b, c, dps: int = DEFAULT_DPS):
     with mpmath.workdps(dps + 10):
         a, b, c = mpmath.mpf(a), mpmath.mpf(b), mpmath.mpf(c)
         if a < 0 or b < 0 or c * c > a * b * (1 + mpmath.mpf(10) ** (-dps)):
-            raise ValueError(f"not a covariance: a={a}, b={b}, c={c}")
+            raise InputError(f"not a covariance: a={a}, b={b}, c={c}; need a, b >= 0 and c^2 <= ab")
         sa, sb = mpmath.sqrt(a), mpmath.sqrt(b)
         rho = mpmath.mpf(0) if a * b == 0 else max(-1, min(1, c / (sa * sb)))
         spread = sb * mpmath.sqrt(1 - rho * rho)

@@ -159,6 +159,9 @@ class DEKernel(_SkKernel):
         reparam, activation = self.reparam, self.activation
         if reparam is None and activation is None:
             reparam = "relu"
+        for name, value in (("family", self.family), ("reparam", reparam), ("activation", activation)):
+            if value is not None and not isinstance(value, str):
+                raise InputError(f"DEKernel: {name} must be a string (a name or an expression in eta), got {value!r}")
         return _compiled(self.family, reparam, activation)
 
     def _values(self):
@@ -190,7 +193,7 @@ class DEKernel(_SkKernel):
         X = _inputs(X, "X")
         if Y is not None:
             if eval_gradient:
-                raise ValueError("Gradient can only be evaluated when Y is None.")
+                raise InputError("DEKernel: the gradient can only be evaluated when Y is None")
             Y = _inputs(Y, "Y")
         K = np.asarray(self._gram(X, Y, **values))  # eager: dekc's errors are raised here
         if not eval_gradient:

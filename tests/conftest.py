@@ -12,12 +12,21 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     # every test session compiles into its own fresh kernel cache (cold compiles are tested too)
     os.environ["DEKC_CACHE_DIR"] = tempfile.mkdtemp(prefix="dekc-test-cache-")
+    if not hasattr(config, "workerinput"):  # the controller: workers (pytest-xdist) inherit this folder
+        os.environ["DEKC_PROPERTY_COUNTS"] = tempfile.mkdtemp(prefix="dekc-property-counts-")
+
+
+def pytest_sessionfinish(session):
+    from helpers import save_outcomes
+
+    worker = getattr(session.config, "workerinput", {}).get("workerid", "main")
+    save_outcomes(os.environ.get("DEKC_PROPERTY_COUNTS"), worker)
 
 
 def pytest_terminal_summary(terminalreporter):
     from helpers import outcome_table
 
-    lines = outcome_table()
+    lines = outcome_table(os.environ.get("DEKC_PROPERTY_COUNTS"))
     if lines:
         terminalreporter.section("property-based cases (dekc)")
         for line in lines:
