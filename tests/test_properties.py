@@ -47,7 +47,7 @@ from helpers import record
 
 PROFILE = os.environ.get("DEKC_PROPERTY_PROFILE", "fast")
 _COUNTS = {  # examples per category: fast (CI), long (make test-properties)
-    "parser": (300, 5000), "expectations": (5, 150), "families": (25, 700), "gram": (120, 3000),
+    "parser": (300, 5000), "expectations": (5, 60), "families": (25, 700), "gram": (120, 3000),
     "moments": (60, 1500), "cache": (6, 200),
 }
 BUDGET = 60.0  # seconds: the time budget every derivation runs under in these tests
@@ -152,7 +152,7 @@ def _expectation_check(f, g, a, b):
             f1 = float(dekc.reference.one_point(f, "1", a, dps=dps))
             g1 = float(dekc.reference.one_point(g, "1", b, dps=dps))
             checks = [(float(E(a, b, 0.0)), f1 * g1, "c = 0")]
-            edge = float(np.sqrt(a * b))
+            edge = float(np.sqrt(a * b)) * (1 - 1e-15)  # |c| = √(ab) to rounding, never past it
             for c in (edge, -edge):
                 checks.append((float(E(a, b, c)), float(dekc.reference.expectation(f, g, a, b, c, dps=dps)), f"c = {c}"))
             fg = float(dekc.reference.one_point(f, g, a, dps=dps))
