@@ -92,8 +92,8 @@ def _quiet(f, g):
 
 #: the pairs whose fast points run in CI: one per kind of rule (the others' fast points run with
 #: the slow battery in ``make test-all``; each 2-D reference integral takes 10-25 s here)
-CI_PAIRS = {"relu|relu", "heaviside|heaviside", "eta**3 - 2*eta|eta**2 + 1", "2*relu(3*eta) - 1|heaviside(-2*eta) + eta",
-            "exp(0.5*eta)|relu", "erf(2*eta)|erf(0.5*eta)", "sin|cos", "relu|sigmoid", "tanh|tanh"}
+CI_PAIRS = {"relu|relu", "heaviside|heaviside", "Max(eta, 0)**2|Max(eta, 0)**3", "exp(0.5*eta)|relu",
+            "erf(2*eta)|erf(0.5*eta)", "sin|cos", "relu|sigmoid"}
 
 
 def _cases(kind):
@@ -149,8 +149,8 @@ def test_one_point_form(check):
         _assert_matches(E.one_point(a), ref, check, _cs_scale(check, a, a), 10 * tol, f"one_point {check.f}*{check.g} at {a}")
 
 
-DC_FAST = ["relu|relu", "relu|sigmoid"]
-DC_SLOW = ["heaviside|heaviside", "exp(0.5*eta)|relu", "Max(eta, 0)**2|Max(eta, 0)**3", "erf(2*eta)|erf(0.5*eta)", "sin(2*eta)|sin(eta)", "exp(-eta**2)|erf",
+DC_FAST = ["relu|relu"]
+DC_SLOW = ["relu|sigmoid", "heaviside|heaviside", "exp(0.5*eta)|relu", "Max(eta, 0)**2|Max(eta, 0)**3", "erf(2*eta)|erf(0.5*eta)", "sin(2*eta)|sin(eta)", "exp(-eta**2)|erf",
            "heaviside|tanh"]
 
 
