@@ -1,4 +1,4 @@
-"""Deep NNGP and NTK Gram functions: the baselines the DEKer is compared against (SPEC §7, 4.2).
+"""Deep NNGP and NTK Gram functions: the baselines the DEKer is compared against (the kernel ridge regression experiment).
 
 For a fully connected network with ``L`` hidden layers of activation ``σ``, weight variance
 ``w`` and inputs ``x̃ = (input_scale·x, bias)``, the infinite-width kernels are

@@ -6,7 +6,7 @@ pairs ``(σ, σ)``, ``(σ, ρ)`` and ``(ρ, ρ)``,
 * ``K_sigma_sigma(a, b, c)``, ``K_sigma_sigma_dc(a, b, c)`` and ``K_sigma_sigma_one_point(a)``
   (likewise ``K_sigma_rho``, ``K_rho_rho``), closed forms printed by :mod:`dekc.printer` or
   fixed-node quadrature rules of the accuracy :mod:`dekc.quadrature` established;
-* ``update(p, a, b, c, mu_x, mu_y, lam)``, the off-diagonal map of SPEC §1,
+* ``update(p, a, b, c, mu_x, mu_y, lam)``, the off-diagonal map of the DEKer recursion,
   ``G(p) = λ⁻²[K_σσ(a, b, p) − μ(x') K_σρ(a, b, p) − μ(x) K_ρσ(a, b, p) + c K_ρρ(a, b, p)]``
   (``K_ρσ(a, b, p) = K_σρ(b, a, p)``), and ``update_dp``, its ``p``-derivative (Price);
 * ``diagonal_update(a, c, mu, lam)``, ``D(a) = λ⁻²[E σ(u)² − 2μ E σ(u)ρ(u) + c E ρ(u)²]``,

@@ -1,7 +1,7 @@
 """The DEKer runtime: compiled kernels, input moments, the fixed-point and T-step solvers.
 
 For inputs ``x̃ = (input_scale·x, bias)`` and a feature map ``f`` the input moments are
-``c(x, x') = s² E[f(w) f(w')]`` and ``μ(x) = s E[f(w)]`` (SPEC §1), computed by the same
+``c(x, x') = s² E[f(w) f(w')]`` and ``μ(x) = s E[f(w)]``, computed by the same
 expectation engine (``c(x, x)`` by the one-point form). The kernel is then, entry by entry,
 
 * the diagonal ``a = D(a)`` (a scalar problem per input), and
@@ -26,7 +26,7 @@ one Newton correction whose denominator is held constant: the solver's loop is n
 
 **Identical inputs** (equal ``x̃`` rows; equal moments in :meth:`Kernel.from_moments`) get the
 diagonal value; ``diagonal="limit"`` solves the off-diagonal equation there instead, starting
-just below full correlation, which gives ``lim_{x'→x} k(x, x')`` (SPEC §2).
+just below full correlation, which gives ``lim_{x'→x} k(x, x')`` (the kernel has a nugget under a Heaviside ``ρ``).
 """
 
 from __future__ import annotations
@@ -555,7 +555,7 @@ def _prepare(entries_fn, corr_fn, limit, i, j, ax, ay, mux, muy, entries_args, c
     """
     c, same = entries_fn(i, j, *entries_args)
     # full correlation is a fixed point of the map for collinear inputs (and repelling under a
-    # Heaviside ρ): distinct inputs start just inside it so the iteration can leave it (SPEC §2)
+    # Heaviside ρ): distinct inputs start just inside it so the iteration can leave it
     corr = jnp.clip(corr_fn(i, j, *corr_args), -_LIMIT_START, _LIMIT_START)
     a, b = ax[..., i], ay[..., j]
     mx, my = mux[i], muy[j]

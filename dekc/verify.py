@@ -1,4 +1,4 @@
-"""A compiled kernel checked against the independent mpmath reference (SPEC §5), item by item.
+"""A compiled kernel checked against the independent mpmath reference, item by item.
 
 ``verify(ker, dps)`` evaluates the generated module and :meth:`Kernel.from_moments`, computes
 the same quantities with :mod:`dekc.reference` (nothing there shares a formula with the engine)
@@ -43,12 +43,12 @@ the inputs involved.
   (``mpmath.findroot``) started at dekc's value (in the variable ``a/a*``, so the secant's
   first step is relative); the root is then confirmed by its residual ``|D(a) − a|`` and its
   slope ``D'(a) < 1`` (attracting).
-* Off-diagonal ``p = G(p)``, ``G`` built from ``reference.expectation`` (SPEC §1, ``μ(x)``
+* Off-diagonal ``p = G(p)``, ``G`` built from ``reference.expectation`` (the DEKer update, ``μ(x)``
   with ``K_ρσ``). A 2-D reference costs seconds and findroot needs several evaluations of four
   of them, so instead ``G − p`` is evaluated at ``p* ± h`` around dekc's root ``p*``
   (``h = 1e-8√(ab)``, at most half the distance to the edge): a sign change certifies a
   reference root within ``h``, one secant step gives it to ``O(h²)`` (far below the
-  tolerance), and the secant slope checks ``G' < 1`` (the attracting root, SPEC §2). The same
+  tolerance), and the secant slope checks ``G' < 1`` (the attracting root). The same
   eight integrals are the pair-form items at ``p* + h`` and, for each pair where ``h`` is also
   a good difference step (above), the ``∂K/∂c`` items at ``p*``. The reference equation takes
   dekc's diagonal values (checked on their own).

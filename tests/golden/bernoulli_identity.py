@@ -18,7 +18,7 @@ mu_x = mu(x), mu_y = mu(x'):
 Diagonal, u ~ N(0, a):
     D(a) = (E sigma(u)^2 - 2 mu E sigma(u) rho(u) + c E rho(u)^2) / lam^2
 
-input hash: sha256:435495956aee99b142df8488e4d13fc952bd4adc8564e53052284d876ed6f2a1
+input hash: sha256:91f4e5ca2dd8a73578a76d3e3f24dd8200b2bc238fe423d0d98d842fd2199808
 """
 
 import jax
@@ -27,7 +27,7 @@ import jax.scipy.special as jsp
 
 
 DEKC_VERSION = '0.1.0'
-INPUT_HASH = '435495956aee99b142df8488e4d13fc952bd4adc8564e53052284d876ed6f2a1'
+INPUT_HASH = '91f4e5ca2dd8a73578a76d3e3f24dd8200b2bc238fe423d0d98d842fd2199808'
 METADATA = {'family': 'bernoulli', 'route': 'reparam', 'spec': 'eta', 'kappa': None, 'parameters': {}}
 METHODS = {'sigma,sigma': 'quadrature', 'sigma,rho': 'quadrature', 'rho,rho': 'closed-form'}
 ERROR_BOUNDS = {'sigma,sigma': 1.3954098066957507e-14, 'sigma,rho': 7.983681890494197e-15, 'rho,rho': 1e-12}
@@ -260,4 +260,4 @@ def diagonal_update_and_da(a, c, mu, lam):
     return diagonal_update(a, c, mu, lam), diagonal_update_da(a, c, mu, lam)
 
 
-# end of dekc kernel module; sha256 of the text above: 562039c53e06713dd506aa28d0bb03115bdec2268545e5853f8644c65d4346f5
+# end of dekc kernel module; sha256 of the text above: 84f1b15a63185113822d9d7a40c3a13832c644181e2a68d0acd263ea16480baf
