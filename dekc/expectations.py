@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import threading
 
 import mpmath
 import numpy as np
@@ -379,13 +378,14 @@ class GaussianExpectation:
     the same kind; JAX inputs stay traceable under ``jit`` and ``grad``.
     """
 
-    def __init__(self, f, g, *, tol: float = 1e-9):
+    def __init__(self, f, g, *, tol: float = 1e-9, derived: bool = False):
+        """``derived=True``: ``f`` and ``g`` are sympy expressions dekc derived itself (a link's σ
+        and ρ), which may contain functions outside the text whitelist."""
         tol = check_tolerance(tol)
         with limited(f"the Gaussian expectation of f = {str(f)[:80]}, g = {str(g)[:80]}"):
-            self._derive(f, g, tol)
+            self._derive(f, g, tol, derived)
 
-    def _derive(self, f, g, tol):
-        derived = getattr(_derived, "on", False)  # expressions dekc derived itself skip the whitelist check
+    def _derive(self, f, g, tol, derived):
         self.f = f if derived and isinstance(f, sp.Expr) else as_eta_expression(f, what="f")
         self.g = g if derived and isinstance(g, sp.Expr) else as_eta_expression(g, what="g")
         _growth_check(self.f, "f")
@@ -569,27 +569,17 @@ def check_tolerance(tol) -> float:
 
 def gaussian_expectation(f, g, *, tol: float = 1e-9) -> GaussianExpectation:
     """The Gaussian expectation engine for the pair ``(f, g)`` (shorthands, text in ``eta``, sympy)."""
-    tol = check_tolerance(tol)
-    with limited(f"the Gaussian expectation of f = {str(f)[:80]}, g = {str(g)[:80]}"):
-        return _cached_expectation(as_eta_expression(f, what="f"), as_eta_expression(g, what="g"), tol)
-
-
-_derived = threading.local()
+    return _cached_expectation(as_eta_expression(f, what="f"), as_eta_expression(g, what="g"), check_tolerance(tol),
+                               False)
 
 
 def derived_expectation(f: sp.Expr, g: sp.Expr, *, tol: float = 1e-9) -> GaussianExpectation:
     """As :func:`gaussian_expectation`, for sympy expressions in ``eta`` that dekc derived itself
     (a link's σ and ρ, an activation's derivative): they may contain functions outside the
     text whitelist that the derivation produced."""
-    tol = check_tolerance(tol)
-    _derived.on = True
-    try:
-        with limited(f"the Gaussian expectation of f = {str(f)[:80]}, g = {str(g)[:80]}"):
-            return _cached_expectation(f, g, tol)
-    finally:
-        _derived.on = False
+    return _cached_expectation(f, g, check_tolerance(tol), True)
 
 
 @functools.lru_cache(maxsize=256)
-def _cached_expectation(f, g, tol):
-    return GaussianExpectation(f, g, tol=tol)
+def _cached_expectation(f, g, tol, derived):
+    return GaussianExpectation(f, g, tol=tol, derived=derived)
