@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all test-properties bench clean
+.PHONY: demo test test-all test-properties lint format docs bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,10 +24,22 @@ test-all: $(STAMP)
 test-properties: $(STAMP)
 	DEKC_PROPERTY_PROFILE=long $(BIN)/python -m pytest -q tests/test_properties.py
 
+lint: $(STAMP)
+	$(BIN)/ruff check dekc tests benchmarks examples experiments tools docs/_ext
+	$(BIN)/ruff format --check dekc tests benchmarks examples experiments tools docs/_ext
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix dekc tests benchmarks examples experiments tools docs/_ext
+	$(BIN)/ruff format dekc tests benchmarks examples experiments tools docs/_ext
+
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --site-dir site
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/link.py
 	$(BIN)/python benchmarks/expectations.py
 	$(BIN)/python benchmarks/gram.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info demo_output
+	rm -rf $(VENV) build *.egg-info demo_output site

@@ -21,9 +21,9 @@ PAIRS = [
     ("erf", "erf"),
     ("exp(0.5*eta)", "relu"),
     ("sin", "sin"),
-    ("relu", "sigmoid"),      # quadrature, 1-D reduction
-    ("heaviside", "tanh"),    # quadrature, 1-D reduction
-    ("tanh", "tanh"),         # quadrature, 2-D rule
+    ("relu", "sigmoid"),  # quadrature, 1-D reduction
+    ("heaviside", "tanh"),  # quadrature, 1-D reduction
+    ("tanh", "tanh"),  # quadrature, 2-D rule
 ]
 
 
@@ -40,7 +40,7 @@ def main():
             warnings.simplefilter("ignore")
             E = GaussianExpectation(f, g)
         build = time.perf_counter() - start
-        n = args.n2d if E.method == "quadrature" and E._quadrature.dimension == 2 else args.n
+        n = args.n2d if E.method == "quadrature" and E.quadrature.dimension == 2 else args.n
         a, b = rng.uniform(0.05, 5, (2, n))
         c = rng.uniform(-1, 1, n) * np.sqrt(a * b)
         E(a[:8], b[:8], c[:8])  # compile

@@ -42,6 +42,7 @@ def best_of(fn, repeat):
 
 # -- the numpy baseline (independent of dekc's generated code) --------------------------------------
 
+
 def relu_moments(X, bias=0.0):
     """c (order-1 arc-cosine kernel) and mu for ReLU features of x~ = (x, bias)."""
     xt = np.c_[X, np.full(len(X), bias)]
@@ -60,8 +61,8 @@ def numpy_update(P, a, b, c, mx, my, lam):
     rho = np.clip(P / sab, -1, 1)
     theta = np.arccos(rho)
     k11 = sab * (np.sqrt(1 - rho**2) + (np.pi - theta) * rho) / (2 * np.pi)
-    k10 = (np.sqrt(a)[:, None] * (1 + rho)) / (2 * np.sqrt(2 * np.pi))      # E[relu(u) H(v)]
-    k01 = (np.sqrt(b)[None, :] * (1 + rho)) / (2 * np.sqrt(2 * np.pi))      # E[H(u) relu(v)]
+    k10 = (np.sqrt(a)[:, None] * (1 + rho)) / (2 * np.sqrt(2 * np.pi))  # E[relu(u) H(v)]
+    k01 = (np.sqrt(b)[None, :] * (1 + rho)) / (2 * np.sqrt(2 * np.pi))  # E[H(u) relu(v)]
     k00 = (np.pi - theta) / (2 * np.pi)
     return (k11 - my[None, :] * k10 - mx[:, None] * k01 + c * k00) / lam**2
 
@@ -87,11 +88,17 @@ def numpy_newton_entry(a, b, c, mx, my, lam, p):
         sab = math.sqrt(a * b)
         rho = min(1.0, max(-1.0, p / sab))
         theta = math.acos(rho)
-        g = (sab * (math.sqrt(1 - rho * rho) + (math.pi - theta) * rho) / (2 * math.pi)
-             - my * math.sqrt(a) * (1 + rho) / (2 * math.sqrt(2 * math.pi))
-             - mx * math.sqrt(b) * (1 + rho) / (2 * math.sqrt(2 * math.pi)) + c * (math.pi - theta) / (2 * math.pi)) / lam**2
-        dg = ((math.pi - theta) / (2 * math.pi) - (my * math.sqrt(a) + mx * math.sqrt(b)) / (2 * math.sqrt(2 * math.pi) * sab)
-              + c / (2 * math.pi * math.sqrt(max(a * b - p * p, 1e-300)))) / lam**2
+        g = (
+            sab * (math.sqrt(1 - rho * rho) + (math.pi - theta) * rho) / (2 * math.pi)
+            - my * math.sqrt(a) * (1 + rho) / (2 * math.sqrt(2 * math.pi))
+            - mx * math.sqrt(b) * (1 + rho) / (2 * math.sqrt(2 * math.pi))
+            + c * (math.pi - theta) / (2 * math.pi)
+        ) / lam**2
+        dg = (
+            (math.pi - theta) / (2 * math.pi)
+            - (my * math.sqrt(a) + mx * math.sqrt(b)) / (2 * math.sqrt(2 * math.pi) * sab)
+            + c / (2 * math.pi * math.sqrt(max(a * b - p * p, 1e-300)))
+        ) / lam**2
         step = (g - p) / (1 - dg)
         p += step
         if abs(step) < 1e-14 * sab:
@@ -148,8 +155,9 @@ _CACHED = textwrap.dedent("""
 
 
 def run_python(code, *args, env=None):
-    out = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, env=env,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, env=env, check=True
+    )
     return [float(x) for x in out.stdout.split()]
 
 
@@ -207,15 +215,23 @@ def main():
 
     print(f"gaussian + relu, relu features, n = {n}, float64, {jax.devices()[0].platform}")
     print(f"  floor (arccos + sqrt pass)      {floor * 1e3:9.1f} ms")
-    print(f"  dekc gram (fixed point, 1e-13)  {dekc_time * 1e3:9.1f} ms   = {dekc_time / floor:6.1f} x floor   (target <= 10)")
+    print(
+        f"  dekc gram (fixed point, 1e-13)  {dekc_time * 1e3:9.1f} ms   = {dekc_time / floor:6.1f} x floor   (target <= 10)"
+    )
     print(f"  dekc from_moments               {moments_time * 1e3:9.1f} ms   = {moments_time / floor:6.1f} x floor")
-    print(f"  numpy per-entry Newton (est.)   {per_entry * 1e3:9.1f} ms   dekc is {per_entry / dekc_time:6.1f} x faster"
-          " (target >= 20)")
-    print(f"  numpy joint iteration           {numpy_time * 1e3:9.1f} ms   ({iterations} iterations)"
-          f"   dekc is {numpy_time / dekc_time:6.1f} x faster (a stronger, vectorised baseline)")
+    print(
+        f"  numpy per-entry Newton (est.)   {per_entry * 1e3:9.1f} ms   dekc is {per_entry / dekc_time:6.1f} x faster"
+        " (target >= 20)"
+    )
+    print(
+        f"  numpy joint iteration           {numpy_time * 1e3:9.1f} ms   ({iterations} iterations)"
+        f"   dekc is {numpy_time / dekc_time:6.1f} x faster (a stronger, vectorised baseline)"
+    )
     print(f"  residual |G(k) - k| / sqrt(ab)  dekc {res_dekc:.1e}   numpy {res_numpy:.1e}   max difference {diff:.1e}")
-    print(f"  peak memory                     {memory / 2**20:9.1f} MiB = {memory / nbytes:4.2f} x the output "
-          f"({nbytes / 2**20:.1f} MiB; target <= 4)")
+    print(
+        f"  peak memory                     {memory / 2**20:9.1f} MiB = {memory / nbytes:4.2f} x the output "
+        f"({nbytes / 2**20:.1f} MiB; target <= 4)"
+    )
     print(f"  compile: cold {cold:.2f} s (target <= 5), cached {cached * 1e3:.1f} ms (target <= 100)")
 
 

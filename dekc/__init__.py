@@ -1,17 +1,39 @@
-"""dekc: a symbolic-plus-numeric compiler for deep equilibrium kernels (DEKers)."""
+"""dekc: a symbolic-plus-numeric compiler for deep equilibrium kernels (DEKers).
 
-from ._version import __version__
-from .errors import (CacheError, ConvergenceError, DataFileError, DekcError, DekcWarning, DerivationError,
-                     ExpressionError, FamilyError, InputError, LinkError, MemoryBudgetError, NoExpectationError,
-                     ScaleError, TimeBudgetError, UnknownFamilyError, UnprintableError, VerifyError)
-from .budget import time_budget
+Importing dekc turns on JAX's 64-bit mode (``jax_enable_x64``) for the whole process: every
+kernel, expectation and tolerance is float64, and JAX cannot switch precision per function.
+Code that needs JAX's 32-bit default should run in another process.
+"""
+
 from . import reference
+from ._version import __version__
 from .baselines import NNGP, NTK, nngp, ntk
+from .budget import time_budget
+from .compiler import compile_kernel
+from .errors import (
+    CacheError,
+    ConvergenceError,
+    DataFileError,
+    DekcError,
+    DekcWarning,
+    DerivationError,
+    ExpressionError,
+    FamilyError,
+    InputError,
+    LinkError,
+    MemoryBudgetError,
+    NoExpectationError,
+    ScaleError,
+    TimeBudgetError,
+    UnknownFamilyError,
+    UnprintableError,
+    VerifyError,
+)
 from .expectations import GaussianExpectation, gaussian_expectation
-from .kernel import Kernel, compile_kernel
+from .kernel import Kernel
 from .links import Link, link
 from .registry import Family, families, family, register_family
-from .verify import Item, Report, verify
+from .verification import VerificationItem, VerificationReport, verify
 
 __all__ = [
     "__version__",
@@ -33,9 +55,9 @@ __all__ = [
     "UnprintableError",
     "VerifyError",
     "time_budget",
-    "Item",
+    "VerificationItem",
     "Kernel",
-    "Report",
+    "VerificationReport",
     "verify",
     "NNGP",
     "NTK",

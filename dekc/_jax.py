@@ -4,7 +4,7 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
-import jax.numpy as jnp  # noqa: E402
-import jax.scipy.special as jsp  # noqa: E402
+import jax.numpy as jnp
+import jax.scipy.special as jsp
 
 __all__ = ["jax", "jnp", "jsp"]

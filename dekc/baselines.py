@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import numpy as np
 import sympy as sp
+from numpy.typing import ArrayLike
 
-from ._jax import jnp
-from .expectations import _TINY, derived_expectation, gaussian_expectation  # a zero variance (x̃ = 0): the limit a → 0⁺
-from .expressions import ETA, as_eta_expression
-from . import validate
+from . import moments, validate
+from ._jax import jax, jnp
 from .errors import InputError
-from .kernel import _DOT_COLUMNS, _augment, _dot, _row_ids
-
+from .expectations import derived_expectation, gaussian_expectation
+from .expressions import ETA, as_eta_expression
+from .gaussian import VARIANCE_FLOOR
 
 
 class NNGP:
@@ -44,7 +44,7 @@ class NNGP:
     (how each expectation is computed, e.g. ``{"sigma,sigma": "closed-form"}``).
     """
 
-    def __init__(self, activation, depth, *, weight_variance=1.0):
+    def __init__(self, activation: str | sp.Expr, depth: int, *, weight_variance: float = 1.0):
         if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 1:
             raise InputError(f"depth must be a positive integer (the number of hidden layers), got {depth!r}")
         self.activation = as_eta_expression(activation, what="activation")
@@ -54,10 +54,14 @@ class NNGP:
         self.methods = {"sigma,sigma": self._sigma.method}
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(activation={self.activation}, depth={self.depth}, "
-                f"weight_variance={self.weight_variance!r})")
+        return (
+            f"{type(self).__name__}(activation={self.activation}, depth={self.depth}, "
+            f"weight_variance={self.weight_variance!r})"
+        )
 
-    def __call__(self, X, Y=None, *, input_scale=1.0, bias=0.0):
+    def __call__(
+        self, X: ArrayLike, Y: ArrayLike | None = None, *, input_scale: float = 1.0, bias: float = 0.0
+    ) -> np.ndarray | jax.Array:
         """The Gram matrix ``K(X_i, Y_j)`` (``Y = X`` when omitted): a float64 numpy array ``(n, m)``,
         or a JAX array when an argument is a JAX tracer (under ``jit``/``grad``)."""
         traced = validate.is_traced(X, Y, input_scale, bias)
@@ -69,21 +73,23 @@ class NNGP:
         if not traced:
             validate.real(input_scale, "input_scale")
             validate.real(bias, "bias")
-        xt = _augment(X, input_scale, bias)
-        yt = xt if symmetric else _augment(Y, input_scale, bias)
+        xt = moments.augment(X, input_scale, bias)
+        yt = xt if symmetric else moments.augment(Y, input_scale, bias)
         n, m = X.shape[0], Y.shape[0]
-        validate.check_memory(48.0 * n * m, f"the ({n}, {m}) {type(self).__name__} Gram matrix and its working arrays",
-                              "compute it in blocks of rows and save each, or use fewer inputs")
+        validate.check_memory(
+            48.0 * n * m,
+            f"the ({n}, {m}) {type(self).__name__} Gram matrix and its working arrays",
+            "compute it in blocks of rows and save each, or use fewer inputs",
+        )
         # only the upper triangle (with its diagonal) of a symmetric Gram matrix is computed, so
         # the result is exactly symmetric whatever the rounding of the pair forms
         i, j = np.triu_indices(n) if symmetric else (np.repeat(np.arange(n), m), np.tile(np.arange(m), n))
-        ids_x, ids_y = _row_ids(xt, yt, symmetric)
-        same = ids_x[i] == ids_y[j] if ids_x.ndim == 1 else jnp.all(ids_x[i] == ids_y[j], axis=1)
-        # x̃·ỹ entry by entry from the rows for few columns: every entry is computed the same way
-        # whichever Gram matrix it belongs to
-        gx = (xt.T, yt.T) if xt.shape[1] <= _DOT_COLUMNS else xt @ yt.T
-        diag_x, _, entries = self._layers(jnp.sum(xt * xt, axis=1), jnp.sum(yt * yt, axis=1),
-                                          _dot(gx, i, j), i, j, same)
+        ids_x, ids_y = moments.row_ids(xt, yt, symmetric)
+        same = moments.same_rows(ids_x, ids_y, i, j)
+        products = moments.pair_products(xt, yt)
+        diag_x, _, entries = self._layers(
+            jnp.sum(xt * xt, axis=1), jnp.sum(yt * yt, axis=1), moments.dot(products, i, j), i, j, same
+        )
         values = jnp.where(same, diag_x[i], entries)
         out = jnp.zeros((n, m)).at[i, j].set(values)
         if symmetric:
@@ -94,7 +100,7 @@ class NNGP:
         """``w E[f(u) g(v)]`` on the diagonals (one-point form) and on the entries (pair form,
         fed ``c = 0`` at identical inputs, whose value the caller replaces by the diagonal)."""
         w = self.weight_variance
-        pair = E(jnp.maximum(sx[i], _TINY), jnp.maximum(sy[j], _TINY), jnp.where(same, 0.0, s))
+        pair = E(jnp.maximum(sx[i], VARIANCE_FLOOR), jnp.maximum(sy[j], VARIANCE_FLOOR), jnp.where(same, 0.0, s))
         return w * E.one_point(sx), w * E.one_point(sy), w * pair
 
     def _layers(self, sx, sy, s, i, j, same):
@@ -112,14 +118,16 @@ class NTK(NNGP):
     with :func:`ntk`. Attributes as :class:`NNGP`, plus ``derivative`` (σ', sympy in ``eta``).
     """
 
-    def __init__(self, activation, depth, *, weight_variance=1.0):
+    def __init__(self, activation: str | sp.Expr, depth: int, *, weight_variance: float = 1.0):
         super().__init__(activation, depth, weight_variance=weight_variance)
         self.derivative = sp.diff(self.activation, ETA)
         if self.derivative.has(sp.DiracDelta):
             # E[σ'(u)²] = E[δ(u)²]·… diverges: the NTK of a discontinuous activation is infinite on the diagonal
-            raise InputError(f"the NTK needs a continuous activation: {self.activation} jumps, so its derivative "
-                             f"{self.derivative} has a Dirac delta and the kernel is infinite at identical inputs; "
-                             "use a continuous activation, or nngp() for this one")
+            raise InputError(
+                f"the NTK needs a continuous activation: {self.activation} jumps, so its derivative "
+                f"{self.derivative} has a Dirac delta and the kernel is infinite at identical inputs; "
+                "use a continuous activation, or nngp() for this one"
+            )
         self._dsigma = derived_expectation(self.derivative, self.derivative)
         self.methods["dsigma,dsigma"] = self._dsigma.method
 
@@ -133,12 +141,12 @@ class NTK(NNGP):
         return tx, ty, t
 
 
-def nngp(activation, depth, *, weight_variance=1.0) -> NNGP:
+def nngp(activation: str | sp.Expr, depth: int, *, weight_variance: float = 1.0) -> NNGP:
     """The deep NNGP kernel ``Σ^L`` of ``depth`` hidden layers of ``activation`` (a shorthand, an
     expression in ``eta`` or sympy); see :class:`NNGP`."""
     return NNGP(activation, depth, weight_variance=weight_variance)
 
 
-def ntk(activation, depth, *, weight_variance=1.0) -> NTK:
+def ntk(activation: str | sp.Expr, depth: int, *, weight_variance: float = 1.0) -> NTK:
     """The deep NTK ``Θ^L`` of ``depth`` hidden layers of ``activation``; see :class:`NTK`."""
     return NTK(activation, depth, weight_variance=weight_variance)

@@ -20,7 +20,8 @@ import ctypes
 import os
 import threading
 import time
-from typing import Callable, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 from .errors import DekcError, DerivationError, TimeBudgetError
 
@@ -46,8 +47,9 @@ def _configured() -> float:
     try:
         value = float(text)
     except ValueError:
-        raise TimeBudgetError(f"DEKC_TIME_BUDGET={text!r} is not a number of seconds; unset it or give e.g. 60") \
-            from None
+        raise TimeBudgetError(
+            f"DEKC_TIME_BUDGET={text!r} is not a number of seconds; unset it or give e.g. 60"
+        ) from None
     if not value > 0:
         raise TimeBudgetError(f"DEKC_TIME_BUDGET={text!r} must be a positive number of seconds")
     return value
@@ -56,8 +58,13 @@ def _configured() -> float:
 @contextlib.contextmanager
 def time_budget(seconds: float) -> Iterator[None]:
     """Run the derivations in this block under a budget of ``seconds`` (in this thread)."""
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0 \
-            or seconds != seconds or seconds == float("inf"):
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, (int, float))
+        or not seconds > 0
+        or seconds != seconds
+        or seconds == float("inf")
+    ):
         raise TimeBudgetError(f"time_budget takes a positive finite number of seconds, got {seconds!r}")
     previous = getattr(_local, "override", None)
     _local.override = float(seconds)
@@ -110,18 +117,31 @@ def limited(what: str) -> Iterator[None]:
         raise TimeBudgetError(
             f"{what} did not finish within the time budget of {seconds:g} s (after {time.monotonic() - started:.1f} s); "
             "give a simpler expression, or raise the budget with DEKC_TIME_BUDGET=SECONDS or "
-            "dekc.time_budget(seconds)") from None
+            "dekc.time_budget(seconds)"
+        ) from None
     except DekcError:
         raise
     except RecursionError:
-        raise DerivationError(f"{what}: the expression is nested too deeply for the symbolic stage; "
-                              "give a simpler equivalent form") from None
-    except (ArithmeticError, TypeError, ValueError, AttributeError, NotImplementedError, KeyError, IndexError,
-            NameError, AssertionError) as exc:
+        raise DerivationError(
+            f"{what}: the expression is nested too deeply for the symbolic stage; give a simpler equivalent form"
+        ) from None
+    except (
+        ArithmeticError,
+        TypeError,
+        ValueError,
+        AttributeError,
+        NotImplementedError,
+        KeyError,
+        IndexError,
+        NameError,
+        AssertionError,
+    ) as exc:
         message = str(exc).strip().splitlines()
-        raise DerivationError(f"{what}: the symbolic stage failed ({type(exc).__name__}: "
-                              f"{message[0][:200] if message else ''}); give a simpler equivalent expression, "
-                              "or R directly with reparam=") from None
+        raise DerivationError(
+            f"{what}: the symbolic stage failed ({type(exc).__name__}: "
+            f"{message[0][:200] if message else ''}); give a simpler equivalent expression, "
+            "or R directly with reparam="
+        ) from None
     finally:
         _local.active = False
 

@@ -10,14 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from . import validate
+from . import __version__, validate
+from .compiler import compile_kernel
 from .errors import DekcError, DekcWarning, InputError
 from .io import atomic_output
-from .kernel import compile_kernel
 from .links import link
 from .registry import families, family, register_family
-from .verify import verify
+from .verification import verify
 
 
 def _parameter(text: str) -> tuple[str, float]:
@@ -52,8 +51,9 @@ def cmd_families(args) -> int:
 def cmd_link(args) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DekcWarning)  # the notes are printed with the result
-        result = link(args.family, reparam=args.reparam, activation=args.activation,
-                      kappa=args.kappa, **dict(args.param))
+        result = link(
+            args.family, reparam=args.reparam, activation=args.activation, kappa=args.kappa, **dict(args.param)
+        )
     print(result)
     return 0
 
@@ -62,8 +62,9 @@ def _compile(args):
     """The kernel named by the link options; DekcWarnings are printed as notes on stderr."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DekcWarning)
-        ker = compile_kernel(args.family, reparam=args.reparam, activation=args.activation, kappa=args.kappa,
-                             **dict(args.param))
+        ker = compile_kernel(
+            args.family, reparam=args.reparam, activation=args.activation, kappa=args.kappa, **dict(args.param)
+        )
     for warning in caught:
         if issubclass(warning.category, DekcWarning):
             print(f"dekc: note: {warning.message}", file=sys.stderr)
@@ -84,8 +85,12 @@ def _describe_methods(ker) -> list[list[str]]:
 def cmd_compile(args) -> int:
     ker = _compile(args)
     meta = ker.module.METADATA
-    rows = [["kernel", f"{ker.family}, {meta['route']} = {meta['spec']}"], ["cache", str(ker.path)], ["methods", ""],
-            *_describe_methods(ker)]
+    rows = [
+        ["kernel", f"{ker.family_name}, {meta['route']} = {meta['spec']}"],
+        ["cache", str(ker.path)],
+        ["methods", ""],
+        *_describe_methods(ker),
+    ]
     if args.output is not None:
         try:
             with atomic_output(args.output) as handle:
@@ -100,8 +105,15 @@ def cmd_compile(args) -> int:
 
 def cmd_verify(args) -> int:
     ker = _compile(args)
-    report = verify(ker, dps=args.dps, seed=args.seed, points=args.points, fixed_points=args.fixed_points,
-                    lam=args.lam, workers=args.workers)
+    report = verify(
+        ker,
+        dps=args.dps,
+        seed=args.seed,
+        points=args.points,
+        fixed_points=args.fixed_points,
+        lam=args.lam,
+        workers=args.workers,
+    )
     print(report)
     return 0 if report.ok else 1
 
@@ -120,8 +132,9 @@ def _steps(text: str):
     try:
         values = [int(part) for part in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'fixed', a whole number or a comma-separated list, got {text!r}") \
-            from None
+        raise argparse.ArgumentTypeError(
+            f"expected 'fixed', a whole number or a comma-separated list, got {text!r}"
+        ) from None
     if any(v < 0 for v in values):
         raise argparse.ArgumentTypeError(f"steps must be non-negative, got {text}")
     return values[0] if len(values) == 1 else tuple(values)
@@ -141,18 +154,35 @@ def cmd_gram(args) -> int:
         raise DekcError(f"cannot write {args.output}: the folder {args.output.parent} does not exist")
     ker = _compile(args)
     start = time.perf_counter()
-    K = ker.gram(X, Y, lam=args.lam, feature_scale=args.feature_scale, input_scale=args.input_scale, bias=args.bias,
-                 features=args.features, steps=args.steps, psi0=args.psi0, diagonal=args.diagonal,
-                 progress=not args.quiet)
+    K = ker.gram(
+        X,
+        Y,
+        lam=args.lam,
+        feature_scale=args.feature_scale,
+        input_scale=args.input_scale,
+        bias=args.bias,
+        features=args.features,
+        steps=args.steps,
+        psi0=args.psi0,
+        diagonal=args.diagonal,
+        progress=not args.quiet,
+    )
     elapsed = time.perf_counter() - start
     try:
         with atomic_output(args.output) as handle:  # a crash leaves the old file (or none), never half a one
             np.save(handle, K)
     except OSError as exc:
         raise DekcError(f"cannot write {args.output}: {exc.strerror or exc}") from None
-    what = "fixed point" if args.steps is None else f"{args.steps}-step" if isinstance(args.steps, int) \
+    what = (
+        "fixed point"
+        if args.steps is None
+        else f"{args.steps}-step"
+        if isinstance(args.steps, int)
         else f"T-step stack {list(args.steps)}"
-    print(f"wrote {args.output}: {' x '.join(map(str, K.shape))} float64 ({what}, lam = {args.lam:g}) in {elapsed:.2f} s")
+    )
+    print(
+        f"wrote {args.output}: {' x '.join(map(str, K.shape))} float64 ({what}, lam = {args.lam:g}) in {elapsed:.2f} s"
+    )
     return 0
 
 
@@ -160,12 +190,26 @@ def _link_options(p) -> None:
     """FAMILY, --reparam | --activation, --param, --kappa (shared by link, compile and verify)."""
     p.add_argument("family", help="a registered family name")
     how = p.add_mutually_exclusive_group(required=True)
-    how.add_argument("--reparam", metavar="R", help="link reparameterisation R(eta): a shorthand or expression (write --reparam=-exp(-eta) when it starts with a minus)")
+    how.add_argument(
+        "--reparam",
+        metavar="R",
+        help="link reparameterisation R(eta): a shorthand or expression (write --reparam=-exp(-eta) when it starts with a minus)",
+    )
     how.add_argument("--activation", metavar="S", help="target activation sigma(eta): a shorthand or expression")
-    p.add_argument("--param", action="append", default=[], type=_parameter, metavar="NAME=VALUE",
-                   help="family parameter value, e.g. --param k=2 (repeatable)")
-    p.add_argument("--kappa", default=None, metavar="NUMBER",
-                   help="integration constant for --activation: a number or a constant such as 'log(2)'")
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        type=_parameter,
+        metavar="NAME=VALUE",
+        help="family parameter value, e.g. --param k=2 (repeatable)",
+    )
+    p.add_argument(
+        "--kappa",
+        default=None,
+        metavar="NUMBER",
+        help="integration constant for --activation: a number or a constant such as 'log(2)'",
+    )
 
 
 def _count(text: str) -> int:
@@ -180,10 +224,16 @@ def _count(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="dekc", description="Compile deep equilibrium kernels from exponential families.")
+        prog="dekc", description="Compile deep equilibrium kernels from exponential families."
+    )
     parser.add_argument("--version", action="version", version=f"dekc {__version__}")
-    parser.add_argument("--family-file", action="append", default=[], metavar="PATH",
-                        help="register a TOML family file before running the command (repeatable)")
+    parser.add_argument(
+        "--family-file",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="register a TOML family file before running the command (repeatable)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("families", help="list the registered exponential families")
@@ -195,22 +245,39 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compile", help="compile a kernel module (cached) and optionally write it out")
     _link_options(p)
-    p.add_argument("-o", "--output", type=Path, default=None, metavar="FILE",
-                   help="also write the generated module here (importable on its own)")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="also write the generated module here (importable on its own)",
+    )
     p.set_defaults(run=cmd_compile)
 
     p = sub.add_parser("verify", help="check a compiled kernel against the mpmath reference (exit 1 if it fails)")
     _link_options(p)
     p.add_argument("--dps", type=_count, default=30, help="reference precision in digits (default 30, at least 15)")
     p.add_argument("--lam", type=float, default=2.0, help="lambda for the fixed points checked (default 2)")
-    p.add_argument("--points", type=_count, default=3, metavar="N",
-                   help="2-D covariances checked besides the 1-D edge cases: random with a = b, near full "
-                        "correlation, scales 1e-4 and 1e4, then random (default 3)")
-    p.add_argument("--fixed-points", type=_count, default=2, metavar="N",
-                   help="off-diagonal fixed points checked: collinear, orthogonal, then random (default 2)")
+    p.add_argument(
+        "--points",
+        type=_count,
+        default=3,
+        metavar="N",
+        help="2-D covariances checked besides the 1-D edge cases: random with a = b, near full "
+        "correlation, scales 1e-4 and 1e4, then random (default 3)",
+    )
+    p.add_argument(
+        "--fixed-points",
+        type=_count,
+        default=2,
+        metavar="N",
+        help="off-diagonal fixed points checked: collinear, orthogonal, then random (default 2)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the random points (default 0)")
-    p.add_argument("--workers", type=int, default=None,
-                   help="processes for the 2-D reference integrals (default: one per CPU)")
+    p.add_argument(
+        "--workers", type=int, default=None, help="processes for the 2-D reference integrals (default: one per CPU)"
+    )
     p.set_defaults(run=cmd_verify)
 
     p = sub.add_parser("gram", help="compute the DEKer Gram matrix of a data file and save it as .npy")
@@ -223,18 +290,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-scale", type=_positive_float, default=1.0, help="input scale (default 1)")
     p.add_argument("--bias", type=float, default=0.0, help="the constant appended to the scaled input (default 0)")
     p.add_argument("--features", default="relu", help="data feature map f: shorthand or expression (default relu)")
-    p.add_argument("--steps", type=_steps, default=None, metavar="T",
-                   help="'fixed' (default: the fixed point), T, or T1,T2,... (a stack of T-step kernels)")
+    p.add_argument(
+        "--steps",
+        type=_steps,
+        default=None,
+        metavar="T",
+        help="'fixed' (default: the fixed point), T, or T1,T2,... (a stack of T-step kernels)",
+    )
     p.add_argument("--psi0", choices=("input", "constant"), default="input", help="start of the iteration")
-    p.add_argument("--diagonal", choices=("exact", "limit"), default="exact",
-                   help="identical inputs: the diagonal value (exact) or the continuous part (limit)")
+    p.add_argument(
+        "--diagonal",
+        choices=("exact", "limit"),
+        default="exact",
+        help="identical inputs: the diagonal value (exact) or the continuous part (limit)",
+    )
     p.add_argument("--delimiter", default=None, help="text files: the column delimiter (default: by extension)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=cmd_gram)
     return parser
 
 
-def _one_line(text: str) -> str:
+def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
@@ -250,14 +326,18 @@ def main(argv=None) -> int:
     except DekcError as exc:
         print(f"dekc: error: {_one_line(exc)}", file=sys.stderr)
     except MemoryError:
-        print("dekc: error: out of memory; use fewer inputs or compute the Gram matrix in blocks of rows",
-              file=sys.stderr)
+        print(
+            "dekc: error: out of memory; use fewer inputs or compute the Gram matrix in blocks of rows", file=sys.stderr
+        )
     except KeyboardInterrupt:
         print("dekc: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # anything else is a defect in dekc: still one line, and what to report
-        print(f"dekc: error: unexpected {type(exc).__name__}: {_one_line(exc)[:300]} (this is a bug in dekc; "
-              "please report it with the command that caused it)", file=sys.stderr)
+        print(
+            f"dekc: error: unexpected {type(exc).__name__}: {_one_line(exc)[:300]} (this is a bug in dekc; "
+            "please report it with the command that caused it)",
+            file=sys.stderr,
+        )
     return 2
 
 

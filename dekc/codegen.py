@@ -1,157 +1,387 @@
-"""Code generation: a link and its Gaussian expectations -> a standalone JAX module, cached on disk.
+"""The one emitter and the one loader of generated code.
 
-The module imports only ``jax`` (with ``jax.numpy`` and ``jax.scipy.special``) and defines, for the
-pairs ``(σ, σ)``, ``(σ, ρ)`` and ``(ρ, ρ)``,
+Every piece of Python that dekc generates is assembled here, from expressions printed by
+:mod:`dekc.printer`:
 
-* ``K_sigma_sigma(a, b, c)``, ``K_sigma_sigma_dc(a, b, c)`` and ``K_sigma_sigma_one_point(a)``
-  (likewise ``K_sigma_rho``, ``K_rho_rho``), closed forms printed by :mod:`dekc.printer` or
-  fixed-node quadrature rules of the accuracy :mod:`dekc.quadrature` established;
-* ``update(p, a, b, c, mu_x, mu_y, lam)``, the off-diagonal map of the DEKer recursion,
-  ``G(p) = λ⁻²[K_σσ(a, b, p) − μ(x') K_σρ(a, b, p) − μ(x) K_ρσ(a, b, p) + c K_ρρ(a, b, p)]``
-  (``K_ρσ(a, b, p) = K_σρ(b, a, p)``), and ``update_dp``, its ``p``-derivative (Price);
-* ``diagonal_update(a, c, mu, lam)``, ``D(a) = λ⁻²[E σ(u)² − 2μ E σ(u)ρ(u) + c E ρ(u)²]``,
-  ``u ~ N(0, a)``, and ``diagonal_update_da``;
-* ``sigma(eta)``, ``rho(eta)``, and the constants ``METHODS``, ``ERROR_BOUNDS``,
-  ``NODES_PER_ENTRY`` (quadrature nodes per evaluation, 1 for closed forms).
+* the functions of one Gaussian expectation, ``prefix(a, b, c)``, ``prefix_dc(a, b, c)`` and
+  ``prefix_one_point(a)``: a closed form (:func:`closed_form_functions`) or a fixed-node
+  quadrature rule (:func:`quadrature_functions`, from a :class:`QuadraturePlan`);
+* a kernel module (:func:`kernel_module`): the three expectations of ``(σ, σ)``, ``(σ, ρ)``,
+  ``(ρ, ρ)``, the updates of the DEKer recursion, ``sigma``, ``rho`` and constants describing them.
 
-A header states the formulas, the dekc version and a SHA-256 hash of the inputs. Files are
-written atomically (a temporary file in the cache directory, then ``os.replace``), so several
-processes compiling the same kernel at once each produce the same complete file and none sees a
-partial one. The cache lives in ``$DEKC_CACHE_DIR``, else ``$XDG_CACHE_HOME/dekc``, else
-``~/.cache/dekc``.
+Every text is a complete module that imports only ``jax`` (``jax.numpy`` as ``jnp`` and
+``jax.scipy.special`` as ``jsp``) and carries the helpers it uses. :func:`load_module` is the only
+place where generated text becomes code: in memory for expectations, from the verified cache text
+for kernels (see :mod:`dekc.cache`). Kernel modules end with a seal (:func:`seal`) holding the
+SHA-256 of the text above it.
 """
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import hashlib
-import json
-import os
 import sys
-import tempfile
 import types
-import warnings
-from pathlib import Path
+from collections.abc import Callable, Iterable, Mapping
 
+import numpy as np
 import sympy as sp
 
 from ._version import __version__
-from .errors import CacheError, DekcWarning
-from .io import atomic_output
-from .expectations import _TINY, GaussianExpectation, derived_expectation
+from .errors import ExpressionError, UnprintableError
 from .expressions import ETA
-from .printer import HELPERS as ARC_HELPERS
-from .printer import function_source
-from .quadrature import HELPERS
+from .gaussian import MU, RHO, SIGMA, VARIANCE_FLOOR, A, B, C, ClosedForm
+from .printer import ARC_HELPERS, function_source
 
 #: bump when the generated text changes shape, so stale cache files are not reused
 FORMAT = 1
 END_MARKER = "# end of dekc kernel module"
+IMPORTS = "import jax\nimport jax.numpy as jnp\nimport jax.scipy.special as jsp"
+_TINY = VARIANCE_FLOOR
+
+# -- quadrature rules ------------------------------------------------------------------------------
+
+#: half-width of the integration range in whitened coordinates (Gaussian mass beyond: below 1e-22)
+QUADRATURE_RANGE = 10.0
+#: feature points ``±1, ±4, ±16`` (in the function's own variable) where every rule is split
+FEATURE_POINTS = (1.0, 4.0, 16.0)
+
+#: helpers shared by every generated quadrature rule in a module
+QUADRATURE_HELPERS = f'''_QUAD_L = {QUADRATURE_RANGE!r}
+
+
+def _quad_phi(z):
+    return jnp.exp(-z * z / 2) / jnp.sqrt(2 * jnp.pi)
+
+
+def _quad_correlation(a, b, c):
+    """(rho, sqrt(a), sqrt(b)); rho = 0 when a or b is 0."""
+    a, b = jnp.maximum(a, 0.0), jnp.maximum(b, 0.0)
+    sab = jnp.sqrt(a * b)
+    return jnp.where(sab > 0, jnp.clip(c / jnp.where(sab > 0, sab, 1.0), -1.0, 1.0), 0.0), jnp.sqrt(a), jnp.sqrt(b)
+
+
+def _quad_breaks(points, scale, shift):
+    """Breakpoints in z where shift + scale * z meets the points, clipped to [-L, L], sorted."""
+    pts = jnp.asarray(points, dtype=jnp.float64)
+    safe = jnp.where(scale > 0, scale, 1.0)
+    z = jnp.where(scale[..., None] > 0, (pts - shift[..., None]) / safe[..., None],
+                  jnp.sign(pts - shift[..., None]) * 2 * _QUAD_L)
+    z = jnp.clip(z, -_QUAD_L, _QUAD_L)
+    ends = jnp.broadcast_to(jnp.asarray([-_QUAD_L, _QUAD_L]), z.shape[:-1] + (2,))
+    return jnp.sort(jnp.concatenate([ends, z], axis=-1), axis=-1)
+
+
+def _quad_pieces(breaks, x, w):
+    """Nodes and weights of the composite rule (x, w) over sorted breaks (..., P + 1)."""
+    lo, hi = breaks[..., :-1, None], breaks[..., 1:, None]
+    half = (hi - lo) / 2
+    return (lo + hi) / 2 + half * x, half * w
+'''
+
+
+def split_points(kinks: Iterable[float]) -> tuple:
+    """Kinks plus the feature points ``±1, ±4, ±16``, sorted."""
+    return tuple(sorted(set(kinks) | {p for f in FEATURE_POINTS for p in (-f, f)}))
+
+
+@dataclasses.dataclass(frozen=True)
+class QuadraturePlan:
+    """What a quadrature rule for ``E[f(u) g(v)]`` integrates.
+
+    ``f`` is integrated on the outer axis; ``reduction`` is ``E[g(μ + σZ)]`` in closed form (a
+    one-dimensional rule) or ``None`` (a two-dimensional tensor rule). ``swapped``: ``f`` and
+    ``g`` were exchanged to get there (the rule's ``a`` is then the caller's ``b``).
+    """
+
+    f: sp.Expr
+    g: sp.Expr
+    reduction: sp.Expr | None
+    f_kinks: tuple[float, ...]
+    g_kinks: tuple[float, ...]
+    swapped: bool
+
+    @property
+    def dimension(self) -> int:
+        return 1 if self.reduction is not None else 2
+
+    @property
+    def inner_continuous(self) -> bool:
+        """Whether the inner factor is continuous (then ``∂K/∂c`` is the rule's own derivative)."""
+        return self.reduction is not None or not self.g.has(sp.Heaviside, sp.sign, sp.Piecewise)
+
+    def nodes_per_entry(self, n: int) -> int:
+        """Nodes one evaluation uses with ``n`` nodes per piece."""
+        pieces = 2 * (len(self.f_kinks) + len(self.g_kinks) + 8)  # breakpoints of the outer (and inner) axis
+        return (pieces * n) ** self.dimension
+
+
+def _elementwise_source(name: str, expr: sp.Expr, what: str) -> str:
+    try:
+        return function_source(name, ["x"], expr, {ETA: "x"}, result="jnp.broadcast_to({}, jnp.shape(x))")
+    except UnprintableError as exc:
+        raise ExpressionError(f"{what} = {expr} cannot be evaluated numerically: {exc}") from None
+
+
+def _nodes_literals(prefix: str, n: int) -> str:
+    x, w = np.polynomial.legendre.leggauss(n)
+    return f"{prefix}_X = jnp.asarray({[float(v) for v in x]!r})\n{prefix}_W = jnp.asarray({[float(v) for v in w]!r})"
+
+
+def quadrature_functions(plan: QuadraturePlan, prefix: str, n: int, title: str = "") -> str:
+    """Source of ``prefix``, ``prefix_dc``, ``prefix_one_point``: composite Gauss–Legendre rules
+    with ``n`` nodes per piece (needs :data:`QUADRATURE_HELPERS`)."""
+    p = f"_{prefix}"
+    what = f" of {title}" if title else ""
+    outer = (
+        f"_quad_breaks({split_points(plan.f_kinks)!r}, sa, jnp.zeros_like(sa)), "
+        f"_quad_breaks({split_points(plan.g_kinks)!r}, rho * sb, jnp.zeros_like(sb))"
+    )
+    if plan.reduction is not None:
+        inner = f"{p}_G(mean, jnp.broadcast_to(spread, mean.shape))"
+        conditional = (
+            function_source(
+                f"{p}_G",
+                ["mu", "sigma"],
+                plan.reduction,
+                {MU: "mu", SIGMA: "sigma"},
+                prelude=["sigma = jnp.maximum(sigma, 1e-150)"],
+                doc="E[g(mu + sigma Z)], Z ~ N(0, 1).",
+            )
+            + "\n\n"
+        )
+    else:
+        inner = f"_{prefix}_inner(mean, spread)"
+        conditional = f'''def {p}_inner(mean, spread):
+    """E[g(mean + spread Z)] by the composite rule, split where the argument meets g's kinks."""
+    zb2 = _quad_breaks({split_points(plan.g_kinks)!r}, jnp.broadcast_to(spread, mean.shape), mean)
+    z2, w2 = _quad_pieces(zb2, {p}_X, {p}_W)
+    gv = {p}_g(mean[..., None, None] + spread[..., None, None] * z2)
+    return jnp.sum(w2 * _quad_phi(z2) * gv, axis=(-2, -1))
+
+
+'''
+    args = "b, a, c" if plan.swapped else "a, b, c"
+    if plan.inner_continuous:
+        dc_body = f"return jax.jvp(lambda cc: {prefix}(a, b, cc), (c,), (jnp.ones_like(c),))[1]"
+    else:
+        dc_body = (
+            "h = 1e-5 * jnp.sqrt(jnp.maximum(a * b, 1e-300))\n"
+            f"    return ({prefix}(a, b, c + h) - {prefix}(a, b, c - h)) / (2 * h)"
+        )
+    return f'''{_nodes_literals(p, n)}
+
+
+{_elementwise_source(f"{p}_f", plan.f, "f")}
+
+{_elementwise_source(f"{p}_g", plan.g, "g")}
+
+{conditional}def {p}_rule(a, b, c):
+    """Composite Gauss-Legendre rule ({n} nodes per piece) in whitened coordinates; a is f's variance."""
+    rho, sa, sb = _quad_correlation(a, b, c)
+    zb = jnp.sort(jnp.concatenate([{outer}], axis=-1), axis=-1)
+    z1, w1 = _quad_pieces(zb, {p}_X, {p}_W)
+    fu = {p}_f(sa[..., None, None] * z1)
+    mean = (rho * sb)[..., None, None] * z1
+    spread = (sb * jnp.sqrt(jnp.maximum(1 - rho * rho, 0.0)))[..., None, None]
+    inner = {inner}
+    return jnp.sum(w1 * _quad_phi(z1) * fu * inner, axis=(-2, -1))
+
+
+def {prefix}(a, b, c):
+    """E[f(u) g(v)]{what}, (u, v) ~ N(0, [[a, c], [c, b]]), by quadrature."""
+    a, b, c = jnp.broadcast_arrays(*(jnp.asarray(v, dtype=jnp.float64) for v in (a, b, c)))
+    return {p}_rule({args})
+
+
+def {prefix}_dc(a, b, c):
+    """d/dc E[f(u) g(v)]{what}."""
+    a, b, c = jnp.broadcast_arrays(*(jnp.asarray(v, dtype=jnp.float64) for v in (a, b, c)))
+    {dc_body}
+
+
+def {prefix}_one_point(a):
+    """E[f(u) g(u)]{what}, u ~ N(0, a), by quadrature."""
+    sa = jnp.sqrt(jnp.maximum(jnp.asarray(a, dtype=jnp.float64), 0.0))
+    z, w = _quad_pieces(_quad_breaks({split_points(plan.f_kinks + plan.g_kinks)!r}, sa, jnp.zeros_like(sa)), {p}_X, {p}_W)
+    u = sa[..., None, None] * z
+    return jnp.sum(w * _quad_phi(z) * {p}_f(u) * {p}_g(u), axis=(-2, -1))
+'''
+
+
+def second_moment_functions(plan: QuadraturePlan, n: int = 128) -> str:
+    """Source of ``_sq_f(var)`` and ``_sq_g(var)``, ``E f(w)²`` and ``E g(w)²``, ``w ~ N(0, var)``
+    (the Cauchy–Schwarz scale of the node-count probes)."""
+    parts = [_nodes_literals("_SQ", n)]
+    for name, expr, kinks in (("f", plan.f, plan.f_kinks), ("g", plan.g, plan.g_kinks)):
+        parts.append(_elementwise_source(f"_sq_{name}_fn", expr, name))
+        parts.append(f"""def _sq_{name}(var):
+    s = jnp.sqrt(var)
+    z, w = _quad_pieces(_quad_breaks({split_points(kinks)!r}, s, jnp.zeros_like(s)), _SQ_X, _SQ_W)
+    return jnp.sum(w * _quad_phi(z) * _sq_{name}_fn(s[..., None, None] * z) ** 2, axis=(-2, -1))
+""")
+    return "\n\n".join(parts)
+
+
+# -- closed forms ----------------------------------------------------------------------------------
+
+_SHAPE3 = "jnp.broadcast_to({}, jnp.broadcast_shapes(jnp.shape(a), jnp.shape(b), jnp.shape(c)))"
+_INV_SAB = sp.Symbol("inv_sab", positive=True)
+
+
+def closed_form_functions(prefix: str, form: ClosedForm, title: str = "") -> str:
+    """Source of ``prefix(a, b, c)``, ``prefix_dc(a, b, c)`` and ``prefix_one_point(a)``.
+
+    ``c/√(ab)`` is computed once and clipped to ``[−1, 1]`` (rounding can push it past 1);
+    ``a`` or ``b`` equal to 0 uses the exact form where it is finite (``a^{m/2} = 0`` exactly) and
+    the limit ``a → 0⁺`` along fixed ``ρ`` elsewhere. ``∂K/∂c = ∂K/∂c|_ρ + ∂K/∂ρ / √(ab)``.
+    """
+    names = {A: "a", B: "b", C: "c", RHO: "rho", _INV_SAB: "inv_sab"}
+    what = f" of {title}" if title else ""
+    parts = [
+        function_source(
+            f"_{prefix}_form",
+            ["a", "b", "c"],
+            form.pair,
+            names,
+            result=_SHAPE3,
+            prelude=[
+                "sab = jnp.sqrt(a * b)",
+                "rho = jnp.where(sab > 0, jnp.clip(c / jnp.where(sab > 0, sab, 1.0), -1.0, 1.0), 0.0)",
+            ],
+        ),
+        f"""def {prefix}(a, b, c):
+    \"\"\"E[f(u) g(v)]{what}, (u, v) ~ N(0, [[a, c], [c, b]]).\"\"\"
+    exact = _{prefix}_form(a, b, c)
+    floored = _{prefix}_form(jnp.maximum(a, {_TINY!r}), jnp.maximum(b, {_TINY!r}), c)
+    return jnp.where(jnp.isfinite(exact), exact, floored)
+""",
+        function_source(
+            f"{prefix}_dc",
+            ["a", "b", "c"],
+            form.dc(_INV_SAB),
+            names,
+            result=_SHAPE3,
+            doc=f"d/dc E[f(u) g(v)]{what} (Price: E[f'(u) g'(v)]).",
+            prelude=[
+                f"a = jnp.maximum(a, {_TINY!r})",
+                f"b = jnp.maximum(b, {_TINY!r})",
+                "sab = jnp.sqrt(a * b)",
+                "rho = jnp.clip(c / sab, -1.0, 1.0)",
+                "inv_sab = 1.0 / sab",
+            ],
+        ),
+        function_source(
+            f"{prefix}_one_point",
+            ["a"],
+            form.one_point,
+            {A: "a"},
+            result="jnp.broadcast_to({}, jnp.shape(a))",
+            doc=f"E[f(u) g(u)]{what}, u ~ N(0, a).",
+            prelude=[f"a = jnp.maximum(a, {_TINY!r})"],
+        ),
+    ]
+    return "\n\n".join(parts)
+
+
+def expectation_module(functions: str, *, quadrature: bool) -> str:
+    """A complete module around the functions of one expectation (imports and helpers)."""
+    parts = [IMPORTS, ARC_HELPERS] + ([QUADRATURE_HELPERS] if quadrature else []) + [functions]
+    return "\n\n\n".join(p.strip("\n") for p in parts) + "\n"
+
+
+# -- kernel modules --------------------------------------------------------------------------------
+
+#: the expectation pairs of a kernel module
 PAIRS = (("sigma", "sigma"), ("sigma", "rho"), ("rho", "rho"))
 
 
-def cache_dir() -> Path:
-    """Where generated kernels are cached (created on demand)."""
-    root = os.environ.get("DEKC_CACHE_DIR")
-    if root:
-        return Path(root)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "dekc"
+@dataclasses.dataclass(frozen=True)
+class ExpectationText:
+    """What a kernel module needs from one expectation: how it is computed, its functions' source,
+    and (closed forms only) the forms the fused update is assembled from."""
 
-
-def cache_dir_fallback() -> Path:
-    """A per-user temporary directory, used when the cache directory is not writable."""
-    return Path(tempfile.gettempdir()) / f"dekc-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
-
-
-@functools.lru_cache(maxsize=1)
-def _generator_digest() -> str:
-    """SHA-256 of the stages that shape a generated module, so a changed generator never reuses
-    a stale cache file even within one dekc version."""
-    digest = hashlib.sha256()
-    for name in ("codegen", "printer", "expectations", "quadrature", "links", "expressions"):
-        digest.update((Path(__file__).parent / f"{name}.py").read_bytes())
-    return digest.hexdigest()
-
-
-def input_hash(fields: dict) -> str:
-    """SHA-256 of the compile inputs (family declaration, link spec, tolerances) together with
-    the dekc version and the generator's own source."""
-    text = json.dumps({**fields, "dekc": __version__, "format": FORMAT, "generator": _generator_digest()},
-                      sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    method: str
+    description: str
+    error_bound: float
+    nodes_per_entry: int
+    functions: Callable[[str, str], str]  # (prefix, title) -> source
+    closed: ClosedForm | None
 
 
 def _elementwise(name: str, expr: sp.Expr, doc: str) -> str:
-    return function_source(name, ["eta"], expr, {ETA: "eta"}, doc=doc,
-                           result="jnp.broadcast_to({}, jnp.shape(eta))")
+    return function_source(name, ["eta"], expr, {ETA: "eta"}, doc=doc, result="jnp.broadcast_to({}, jnp.shape(eta))")
 
 
-def _describe(E: GaussianExpectation) -> str:
-    if E.method == "closed-form":
-        return f"closed-form ({sp.count_ops(E.expr)} ops): {E.expr}"
-    q = E._quadrature
-    return (f"quadrature ({q.dimension}-D, {q.n} Gauss-Legendre nodes per piece, "
-            f"estimated error {E.error_bound:.1e} of the Cauchy-Schwarz scale)")
+def kernel_module(
+    *,
+    title: str,
+    sigma: sp.Expr,
+    rho: sp.Expr,
+    R: sp.Expr,
+    digest: str,
+    expectations: Mapping[tuple[str, str], ExpectationText],
+    metadata: dict,
+) -> str:
+    """The sealed text of a kernel module for the activation ``sigma`` and ``rho``.
 
-
-def module_source(*, title: str, sigma: sp.Expr, rho: sp.Expr, R: sp.Expr, digest: str,
-                  expectations: dict[tuple[str, str], GaussianExpectation], metadata: dict) -> str:
-    """The text of a kernel module (see the module docstring)."""
+    It defines, for each pair ``(σ, σ)``, ``(σ, ρ)``, ``(ρ, ρ)``, ``K_sigma_sigma(a, b, c)``,
+    ``K_sigma_sigma_dc`` and ``K_sigma_sigma_one_point(a)``; ``update(p, a, b, c, mu_x, mu_y, lam)``
+    (the off-diagonal map ``G``) and ``update_dp``; ``diagonal_update(a, c, mu, lam)`` (the diagonal
+    map ``D``) and ``diagonal_update_da``; the fused ``update_and_dp`` and
+    ``diagonal_update_and_da`` the solver calls; ``sigma``, ``rho``; and the constants
+    ``DEKC_VERSION``, ``INPUT_HASH``, ``METADATA``, ``METHODS``, ``ERROR_BOUNDS``, ``NODES_PER_ENTRY``.
+    """
     names = {pair: f"K_{pair[0]}_{pair[1]}" for pair in expectations}
-    header = [f'"""Autogenerated by dekc {__version__} -- do not edit.', "", title, "",
-              f"    R(eta)     = {R}", f"    sigma(eta) = {sigma}      (A o R)'", f"    rho(eta)   = {rho}      R'", "",
-              "Expectations, (u, v) ~ N(0, [[a, c], [c, b]]):"]
+    header = [
+        f'"""Autogenerated by dekc {__version__} -- do not edit.',
+        "",
+        title,
+        "",
+        f"    R(eta)     = {R}",
+        f"    sigma(eta) = {sigma}      (A o R)'",
+        f"    rho(eta)   = {rho}      R'",
+        "",
+        "Expectations, (u, v) ~ N(0, [[a, c], [c, b]]):",
+    ]
     for pair, E in expectations.items():
-        header.append(f"    {names[pair]} = E[{pair[0]}(u) {pair[1]}(v)]: {_describe(E)}")
-    header += ["",
-               "Update for one entry, p = Psi(x, x'), a = Psi(x, x), b = Psi(x', x'), c = c(x, x'),",
-               "mu_x = mu(x), mu_y = mu(x'):",
-               "    G(p) = (K_sigma_sigma(a, b, p) - mu_y K_sigma_rho(a, b, p) - mu_x K_sigma_rho(b, a, p)",
-               "            + c K_rho_rho(a, b, p)) / lam^2",
-               "Diagonal, u ~ N(0, a):",
-               "    D(a) = (E sigma(u)^2 - 2 mu E sigma(u) rho(u) + c E rho(u)^2) / lam^2",
-               "",
-               f"input hash: sha256:{digest}",
-               '"""', "",
-               "import jax",
-               "import jax.numpy as jnp",
-               "import jax.scipy.special as jsp", ""]
+        header.append(f"    {names[pair]} = E[{pair[0]}(u) {pair[1]}(v)]: {E.description}")
+    header += [
+        "",
+        "Update for one entry, p = Psi(x, x'), a = Psi(x, x), b = Psi(x', x'), c = c(x, x'),",
+        "mu_x = mu(x), mu_y = mu(x'):",
+        "    G(p) = (K_sigma_sigma(a, b, p) - mu_y K_sigma_rho(a, b, p) - mu_x K_sigma_rho(b, a, p)",
+        "            + c K_rho_rho(a, b, p)) / lam^2",
+        "Diagonal, u ~ N(0, a):",
+        "    D(a) = (E sigma(u)^2 - 2 mu E sigma(u) rho(u) + c E rho(u)^2) / lam^2",
+        "",
+        f"input hash: sha256:{digest}",
+        '"""',
+        "",
+        IMPORTS,
+        "",
+    ]
     methods = {f"{f},{g}": E.method for (f, g), E in expectations.items()}
     bounds = {f"{f},{g}": float(E.error_bound) for (f, g), E in expectations.items()}
-    nodes = max(_nodes_per_entry(E) for E in expectations.values())
-    constants = [f"DEKC_VERSION = {__version__!r}", f"INPUT_HASH = {digest!r}",
-                 f"METADATA = {metadata!r}",
-                 f"METHODS = {methods!r}", f"ERROR_BOUNDS = {bounds!r}", f"NODES_PER_ENTRY = {nodes}"]
+    nodes = max(E.nodes_per_entry for E in expectations.values())
+    constants = [
+        f"DEKC_VERSION = {__version__!r}",
+        f"INPUT_HASH = {digest!r}",
+        f"METADATA = {metadata!r}",
+        f"METHODS = {methods!r}",
+        f"ERROR_BOUNDS = {bounds!r}",
+        f"NODES_PER_ENTRY = {nodes}",
+    ]
     parts = ["\n".join(header), "\n".join(constants), ARC_HELPERS]
     if any(E.method == "quadrature" for E in expectations.values()):
-        parts.append(HELPERS)
+        parts.append(QUADRATURE_HELPERS)
     for pair, E in expectations.items():
-        parts.append(E.source(names[pair], title=f"{pair[0]}, {pair[1]}"))
+        parts.append(E.functions(names[pair], f"{pair[0]}, {pair[1]}"))
     parts.append(_elementwise("sigma", sigma, "The activation sigma = (A o R)'."))
     parts.append(_elementwise("rho", rho, "rho = R'."))
     parts.append(_UPDATES)
     parts.append(_fused(expectations))
     return seal("\n\n\n".join(p.strip("\n") for p in parts) + "\n")
-
-
-def _content_digest(body: str) -> str:
-    return hashlib.sha256(body.encode("utf-8")).hexdigest()
-
-
-def seal(body: str) -> str:
-    """``body`` followed by the end marker and the SHA-256 of ``body``: any later change to the
-    file (an edit, a truncation, inserted code) no longer matches the digest."""
-    head = body + "\n"
-    return f"{head}\n{END_MARKER}; sha256 of the text above: {_content_digest(head)}\n"
-
-
-def _nodes_per_entry(E: GaussianExpectation) -> int:
-    q = E._quadrature
-    if q is None:
-        return 1
-    pieces = 2 * (len(q._f_kinks) + len(q._g_kinks) + 8)  # breakpoints of the outer (and inner) axis
-    return (pieces * q.n) ** q.dimension
 
 
 _UPDATES = '''def update(p, a, b, c, mu_x, mu_y, lam):
@@ -178,17 +408,17 @@ def diagonal_update_da(a, c, mu, lam):
 
 
 _P, _CIN, _MX, _MY, _MU, _LAM = sp.symbols("p c_in mu_x mu_y mu lam", real=True)
-_INV_SAB = sp.Symbol("inv_sab", positive=True)
 
 
-def _fused(expectations: dict) -> str:
+def _fused(expectations: Mapping[tuple[str, str], ExpectationText]) -> str:
     """``update_and_dp`` and ``diagonal_update_and_da``: value and derivative in one pass.
 
     For closed forms the update is assembled symbolically, so ``c/√(ab)``, its arcsine and
     ``√(1 − ρ²)`` are computed once per call and shared (``sympy.cse``); the Newton solver calls
     only these. Quadrature kernels call the functions above.
     """
-    if any(E.method != "closed-form" for E in expectations.values()):
+    closed = {pair: E.closed for pair, E in expectations.items() if E.closed is not None}
+    if len(closed) < len(expectations):
         return '''def update_and_dp(p, a, b, c, mu_x, mu_y, lam):
     """(G(p), dG/dp) for one off-diagonal entry."""
     return update(p, a, b, c, mu_x, mu_y, lam), update_dp(p, a, b, c, mu_x, mu_y, lam)
@@ -197,95 +427,86 @@ def _fused(expectations: dict) -> str:
 def diagonal_update_and_da(a, c, mu, lam):
     """(D(a), dD/da) for one diagonal entry."""
     return diagonal_update(a, c, mu, lam), diagonal_update_da(a, c, mu, lam)'''
-    from .expectations import A, B, C, RHO
 
     def form(pair, swap=False):
-        rho_form = expectations[pair]._rho_form
+        rho_form = closed[pair].pair
         if swap:
             rho_form = rho_form.subs({A: B, B: A}, simultaneous=True)
         return rho_form.subs(C, _P), (sp.diff(rho_form, C) + sp.diff(rho_form, RHO) * _INV_SAB).subs(C, _P)
 
-    (ss, dss), (sr, dsr), (rs, drs), (rr, drr) = (form(("sigma", "sigma")), form(("sigma", "rho")),
-                                                  form(("sigma", "rho"), swap=True), form(("rho", "rho")))
+    (ss, dss), (sr, dsr), (rs, drs), (rr, drr) = (
+        form(("sigma", "sigma")),
+        form(("sigma", "rho")),
+        form(("sigma", "rho"), swap=True),
+        form(("rho", "rho")),
+    )
     scale = 1 / _LAM**2
     G = scale * (ss - _MY * sr - _MX * rs + _CIN * rr)
     dG = scale * (dss - _MY * dsr - _MX * drs + _CIN * drr)
     names = {A: "a", B: "b", _P: "p", RHO: "rho", _INV_SAB: "inv_sab", _CIN: "c", _MX: "mu_x", _MY: "mu_y", _LAM: "lam"}
-    pair = function_source("update_and_dp", ["p", "a", "b", "c", "mu_x", "mu_y", "lam"], (G, dG), names,
-                           doc="(G(p), dG/dp) for one off-diagonal entry, a and b > 0, fused.", prelude=[
-                               f"a = jnp.maximum(a, {_TINY!r})", f"b = jnp.maximum(b, {_TINY!r})",
-                               "sab = jnp.sqrt(a * b)", "rho = jnp.clip(p / sab, -1.0, 1.0)", "inv_sab = 1.0 / sab"])
-    one = {pair: expectations[pair]._one_point_form for pair in expectations}
+    pair = function_source(
+        "update_and_dp",
+        ["p", "a", "b", "c", "mu_x", "mu_y", "lam"],
+        (G, dG),
+        names,
+        doc="(G(p), dG/dp) for one off-diagonal entry, a and b > 0, fused.",
+        prelude=[
+            f"a = jnp.maximum(a, {_TINY!r})",
+            f"b = jnp.maximum(b, {_TINY!r})",
+            "sab = jnp.sqrt(a * b)",
+            "rho = jnp.clip(p / sab, -1.0, 1.0)",
+            "inv_sab = 1.0 / sab",
+        ],
+    )
+    one = {pair: closed[pair].one_point for pair in closed}
     D = scale * (one[("sigma", "sigma")] - 2 * _MU * one[("sigma", "rho")] + _CIN * one[("rho", "rho")])
-    diagonal = function_source("diagonal_update_and_da", ["a", "c", "mu", "lam"], (D, sp.diff(D, A)),
-                               {A: "a", _CIN: "c", _MU: "mu", _LAM: "lam"},
-                               doc="(D(a), dD/da) for one diagonal entry, fused.",
-                               prelude=[f"a = jnp.maximum(a, {_TINY!r})"],
-                               result="jnp.broadcast_to({}, jnp.broadcast_shapes(jnp.shape(a), jnp.shape(c), jnp.shape(mu)))")
+    diagonal = function_source(
+        "diagonal_update_and_da",
+        ["a", "c", "mu", "lam"],
+        (D, sp.diff(D, A)),
+        {A: "a", _CIN: "c", _MU: "mu", _LAM: "lam"},
+        doc="(D(a), dD/da) for one diagonal entry, fused.",
+        prelude=[f"a = jnp.maximum(a, {_TINY!r})"],
+        result="jnp.broadcast_to({}, jnp.broadcast_shapes(jnp.shape(a), jnp.shape(c), jnp.shape(mu)))",
+    )
     return pair + "\n\n" + diagonal
 
 
-def build_source(link, *, tol: float, digest: str, metadata: dict) -> str:
-    """Derive the expectations for ``link`` and return the module text."""
-    functions = {"sigma": link.sigma, "rho": link.rho}
-    expectations = {(f, g): derived_expectation(functions[f], functions[g], tol=tol) for f, g in PAIRS}
-    fam = link.family
-    title = (f"Deep equilibrium kernel for the family '{fam.name}': A({fam.theta}) = {fam.A} on {fam.domain_text}"
-             + (f", kappa = {link.kappa}" if link.kappa is not None else "") + ".")
-    return module_source(title=title, sigma=link.sigma, rho=link.rho, R=link.R, digest=digest,
-                         expectations=expectations, metadata=metadata)
+# -- sealing and loading ---------------------------------------------------------------------------
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see either nothing or the whole file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(path) as handle:
-        handle.write(text.encode("utf-8"))
+def text_digest(text: str) -> str:
+    """SHA-256 of ``text`` (UTF-8), hexadecimal."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+_SEAL = f"\n{END_MARKER}; sha256 of the text above: "
+
+
+def seal(body: str) -> str:
+    """``body`` followed by the end marker and the SHA-256 of ``body``: any later change to the
+    text (an edit, a truncation, inserted code) no longer matches the digest."""
+    head = body + "\n"
+    return f"{head}{_SEAL}{text_digest(head)}\n"
 
 
 def is_complete(text: str, digest: str) -> bool:
     """Whether ``text`` is exactly what dekc wrote for the input hash ``digest``: it carries that
     hash, ends with the end marker and the SHA-256 of everything above the marker matches."""
-    body, sep, trailer = text.rpartition(f"\n{END_MARKER}; sha256 of the text above: ")
+    body, sep, trailer = text.rpartition(_SEAL)
     if not sep or f"\nINPUT_HASH = {digest!r}\n" not in body:
         return False
-    return trailer == _content_digest(body) + "\n"
+    return trailer == text_digest(body) + "\n"
 
 
-def read_cached(path: Path, digest: str) -> str | None:
-    """The text of the cache file ``path`` if it is exactly what dekc wrote for ``digest``;
-    ``None`` when it is missing, and also (with a warning) when it was changed or corrupted,
-    so that the caller regenerates it. A path that is not a regular file raises
-    :class:`CacheError` naming what to delete."""
-    if not os.path.lexists(path):
-        return None
-    if path.is_symlink() or not path.is_file():
-        raise CacheError(f"the kernel cache entry {path} is not a regular file; delete it (rm -r '{path}') or set "
-                         "DEKC_CACHE_DIR to another directory")
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise CacheError(f"cannot read the kernel cache entry {path} ({exc.strerror or exc}); delete it or set "
-                         "DEKC_CACHE_DIR to another directory") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None
-    if text is not None and is_complete(text, digest):
-        return text
-    warnings.warn(f"the cached kernel {path} was changed or corrupted since dekc wrote it (its SHA-256 does not "
-                  "match); it is regenerated", DekcWarning, stacklevel=3)
-    return None
-
-
-def load_module(text: str, path: Path, digest: str):
-    """The module defined by the verified ``text`` (what was checked is what runs: the file is
-    not read again), registered under a name unique to its input hash and content."""
-    name = f"dekc_kernel_{digest[:16]}_{_content_digest(text)[:8]}"
+def load_module(text: str, name: str, path: str | None = None) -> types.ModuleType:
+    """The module defined by generated ``text``, registered as ``sys.modules[name]``: the only
+    place generated code runs. ``text`` comes from this module's emitters, or from a cache file
+    whose seal was checked (what was checked is what runs: the file is not read again)."""
     if name in sys.modules:
         return sys.modules[name]
     module = types.ModuleType(name)
-    module.__file__ = str(path)
-    exec(compile(text, str(path), "exec"), module.__dict__)  # generated by dekc and checked against its digest
+    module.__file__ = path or f"<{name}>"
+    exec(compile(text, module.__file__, "exec"), module.__dict__)  # generated by dekc (see above)
     sys.modules[name] = module
     return module

@@ -1,4 +1,4 @@
-"""Regression data sets for the kernel ridge regression benchmark (examples/uci_benchmark.py).
+"""Regression data sets for the kernel ridge regression benchmark (experiments/uci_benchmark.py).
 
 ``load_uci(name)`` returns ``(X, y)`` as float64 numpy arrays, raw (not standardised):
 
@@ -33,8 +33,14 @@ DATA_DIR = Path(__file__).parent / "data" / "uci"
 
 UCI_DATASETS = ("yacht", "diabetes", "energy_heating", "energy_cooling", "concrete", "wine")
 
-_SHAPES = {"yacht": (308, 6), "diabetes": (442, 10), "energy_heating": (768, 8),
-           "energy_cooling": (768, 8), "concrete": (1030, 8), "wine": (1599, 11)}
+_SHAPES = {
+    "yacht": (308, 6),
+    "diabetes": (442, 10),
+    "energy_heating": (768, 8),
+    "energy_cooling": (768, 8),
+    "concrete": (1030, 8),
+    "wine": (1599, 11),
+}
 
 _CITATIONS = {
     "yacht": (
@@ -44,24 +50,29 @@ _CITATIONS = {
         "systematic yacht hull series. International Shipbuilding Progress, 28:276-297, 1981. "
         "I. Ortigosa, R. Lopez and J. Garcia. A neural networks approach to residuary resistance of "
         "sailing yachts prediction. Proceedings of the International Conference on Marine "
-        "Engineering MARINE 2007, 2007."),
+        "Engineering MARINE 2007, 2007."
+    ),
     "diabetes": (
         "Diabetes data (scikit-learn's load_diabetes). B. Efron, T. Hastie, I. Johnstone and "
-        "R. Tibshirani. Least angle regression. Annals of Statistics, 32(2):407-499, 2004."),
+        "R. Tibshirani. Least angle regression. Annals of Statistics, 32(2):407-499, 2004."
+    ),
     "energy": (
         "Energy Efficiency, UCI Machine Learning Repository (created by A. Xifara, processed by "
         "A. Tsanas). A. Tsanas and A. Xifara. Accurate quantitative estimation of energy performance "
         "of residential buildings using statistical machine learning tools. Energy and Buildings, "
-        "49:560-567, 2012."),
+        "49:560-567, 2012."
+    ),
     "concrete": (
         "Concrete Compressive Strength, UCI Machine Learning Repository. Copyright Prof. I-Cheng Yeh "
         "(reuse unlimited with retention of this copyright notice). I-Cheng Yeh. Modeling of strength "
         "of high performance concrete using artificial neural networks. Cement and Concrete Research, "
-        "28(12):1797-1808, 1998."),
+        "28(12):1797-1808, 1998."
+    ),
     "wine": (
         "Wine Quality (red), UCI Machine Learning Repository. P. Cortez, A. Cerdeira, F. Almeida, "
         "T. Matos and J. Reis. Modeling wine preferences by data mining from physicochemical "
-        "properties. Decision Support Systems, 47(4):547-553, 2009. doi:10.1016/j.dss.2009.05.016"),
+        "properties. Decision Support Systems, 47(4):547-553, 2009. doi:10.1016/j.dss.2009.05.016"
+    ),
 }
 
 
@@ -80,7 +91,7 @@ def citation(name: str) -> str:
 def _read_csv(path: Path, delimiter: str) -> np.ndarray:
     """Numeric rows of a delimited text file with one header line (blank lines skipped)."""
     with open(path, newline="", encoding="ascii") as handle:
-        rows = [row for row in csv.reader(handle, delimiter=delimiter)][1:]
+        rows = list(csv.reader(handle, delimiter=delimiter))[1:]
     return np.array([[float(v) for v in row] for row in rows if any(v.strip() for v in row)], dtype=np.float64)
 
 
@@ -93,7 +104,12 @@ def load_uci(name: str) -> tuple[np.ndarray, np.ndarray]:
     """
     name = _check_name(name)
     if name == "diabetes":
-        from sklearn.datasets import load_diabetes
+        try:
+            from sklearn.datasets import load_diabetes
+        except ImportError as exc:  # pragma: no cover - depends on the installation
+            raise ImportError(
+                "the diabetes data set comes from scikit-learn, an optional dependency: pip install 'dekc[sklearn]'"
+            ) from exc
 
         X, y = load_diabetes(return_X_y=True, scaled=False)
         data = np.column_stack([X, y])
@@ -109,6 +125,8 @@ def load_uci(name: str) -> tuple[np.ndarray, np.ndarray]:
     X = np.ascontiguousarray(data[:, :-1], dtype=np.float64)
     y = np.ascontiguousarray(data[:, -1], dtype=np.float64)
     if X.shape != _SHAPES[name] or not (np.all(np.isfinite(X)) and np.all(np.isfinite(y))):
-        raise DataFileError(f"data set {name!r}: expected a finite {_SHAPES[name][0]}×{_SHAPES[name][1]} "
-                         f"input matrix, read {X.shape} from {DATA_DIR}")
+        raise DataFileError(
+            f"data set {name!r}: expected a finite {_SHAPES[name][0]}×{_SHAPES[name][1]} "
+            f"input matrix, read {X.shape} from {DATA_DIR}"
+        )
     return X, y

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import ast
 import math
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import mpmath
 import sympy as sp
@@ -49,6 +49,22 @@ def softplus(x):
 def normal_cdf(x):
     """Standard normal cdf ``Φ(x) = (1 + erf(x/√2))/2``."""
     return (1 + sp.erf(x / sp.sqrt(2))) / 2
+
+
+class NormalCdf(sp.Function):
+    """``Φ(x)``, kept whole (``(1 + erf(x/√2))/2`` cancels for negative ``x``); printed as ``ndtr``.
+
+    Closed-form expectations produce it; it is not part of the text whitelist."""
+
+    nargs = 1
+    is_real = True
+
+    def fdiff(self, argindex=1):
+        x = self.args[0]
+        return sp.exp(-(x**2) / 2) / sp.sqrt(2 * sp.pi)
+
+    def _eval_rewrite_as_erf(self, x, **kwargs):
+        return (1 + sp.erf(x / sp.sqrt(2))) / 2
 
 
 def relu(x):
@@ -191,8 +207,9 @@ class _Builder:
     def power(self, base: sp.Expr, exponent: sp.Expr) -> sp.Expr:
         if base.is_number and exponent.is_number:
             if _power_digits(base, exponent) > _MAX_RESULT_DIGITS:
-                raise self.fail(f"numeric power too large (its exact value would need more than {_MAX_RESULT_DIGITS} "
-                                "digits)")
+                raise self.fail(
+                    f"numeric power too large (its exact value would need more than {_MAX_RESULT_DIGITS} digits)"
+                )
         return base**exponent
 
     def call(self, node: ast.Call) -> sp.Expr:
@@ -224,8 +241,9 @@ class _Builder:
         return builder(*args)
 
 
-def parse_expression(text: str, symbols: Mapping[str, sp.Symbol], *, what: str = "expression",
-                     allow_infinite: bool = False) -> sp.Expr:
+def parse_expression(
+    text: str, symbols: Mapping[str, sp.Symbol], *, what: str = "expression", allow_infinite: bool = False
+) -> sp.Expr:
     """Parse ``text`` into a sympy expression using only whitelisted syntax.
 
     ``symbols`` maps the names the text may use to the sympy symbols they stand for;
@@ -326,9 +344,7 @@ def as_eta_expression(spec, *, what: str = "expression") -> sp.Expr:
         expr = spec.subs({s: ETA for s in spec.free_symbols if s.name == "eta"})
         extra = expr.free_symbols - {ETA}
         if extra:
-            raise ExpressionError(
-                f"{what} {spec}: free symbols {sorted(map(str, extra))}; only 'eta' is allowed"
-            )
+            raise ExpressionError(f"{what} {spec}: free symbols {sorted(map(str, extra))}; only 'eta' is allowed")
         return expr
     raise ExpressionError(
         f"{what}: expected a shorthand ({', '.join(SHORTHANDS)}), an expression in eta "
@@ -338,11 +354,44 @@ def as_eta_expression(spec, *, what: str = "expression") -> sp.Expr:
 
 #: sympy classes a sympy expression given in place of text may contain (what the parser builds)
 _ALLOWED_HEADS = (
-    sp.Add, sp.Mul, sp.Pow, sp.Symbol, sp.Number, sp.NumberSymbol, sp.Piecewise,
-    sp.exp, sp.log, sp.sin, sp.cos, sp.tan, sp.sinh, sp.cosh, sp.tanh, sp.asin, sp.acos, sp.atan, sp.asinh,
-    sp.atanh, sp.erf, sp.erfc, sp.Abs, sp.sign, sp.Heaviside, sp.Max, sp.Min, sp.gamma, sp.loggamma,
-    sp.factorial, sp.binomial, sp.functions.elementary.piecewise.ExprCondPair, sp.core.relational.Relational,
-    sp.And, sp.Or, sp.Not, sp.logic.boolalg.BooleanAtom, sp.core.numbers.ImaginaryUnit,
+    sp.Add,
+    sp.Mul,
+    sp.Pow,
+    sp.Symbol,
+    sp.Number,
+    sp.NumberSymbol,
+    sp.Piecewise,
+    sp.exp,
+    sp.log,
+    sp.sin,
+    sp.cos,
+    sp.tan,
+    sp.sinh,
+    sp.cosh,
+    sp.tanh,
+    sp.asin,
+    sp.acos,
+    sp.atan,
+    sp.asinh,
+    sp.atanh,
+    sp.erf,
+    sp.erfc,
+    sp.Abs,
+    sp.sign,
+    sp.Heaviside,
+    sp.Max,
+    sp.Min,
+    sp.gamma,
+    sp.loggamma,
+    sp.factorial,
+    sp.binomial,
+    sp.functions.elementary.piecewise.ExprCondPair,
+    sp.core.relational.Relational,
+    sp.And,
+    sp.Or,
+    sp.Not,
+    sp.logic.boolalg.BooleanAtom,
+    sp.core.numbers.ImaginaryUnit,
 )
 
 
@@ -356,10 +405,16 @@ def check_sympy(expr, *, what: str = "expression", allow_infinite: bool = False)
         if count > 4 * MAX_NODES:
             raise ExpressionError(f"{what} is too large: more than {4 * MAX_NODES} sympy nodes")
         if not isinstance(node, _ALLOWED_HEADS) or isinstance(node, sp.Dummy):
-            raise ExpressionError(f"{what} {str(expr)[:200]}: {type(node).__name__} is not a whitelisted function or "
-                                  f"symbol; allowed functions: {', '.join(sorted(set(FUNCTIONS)))}")
-        if isinstance(node, sp.Pow) and node.base.is_number and node.exp.is_number \
-                and _power_digits(node.base, node.exp) > _MAX_RESULT_DIGITS:
+            raise ExpressionError(
+                f"{what} {str(expr)[:200]}: {type(node).__name__} is not a whitelisted function or "
+                f"symbol; allowed functions: {', '.join(sorted(set(FUNCTIONS)))}"
+            )
+        if (
+            isinstance(node, sp.Pow)
+            and node.base.is_number
+            and node.exp.is_number
+            and _power_digits(node.base, node.exp) > _MAX_RESULT_DIGITS
+        ):
             raise ExpressionError(f"{what}: numeric power too large")
     problem = _problem(expr, allow_infinite)
     if problem:
@@ -407,8 +462,10 @@ def to_mpmath(expr: sp.Expr, *symbols: sp.Symbol) -> Callable:
     try:
         return sp.lambdify(symbols, expr, modules=[{"Heaviside": _heaviside, "DiracDelta": _dirac}, "mpmath"])
     except (TypeError, ValueError, NameError, SyntaxError, RecursionError) as exc:
-        raise ExpressionError(f"cannot evaluate {str(expr)[:200]} numerically ({type(exc).__name__}); "
-                              "give a simpler equivalent expression") from None
+        raise ExpressionError(
+            f"cannot evaluate {str(expr)[:200]} numerically ({type(exc).__name__}); "
+            "give a simpler equivalent expression"
+        ) from None
 
 
 def kink_points(expr: sp.Expr, symbol: sp.Symbol = ETA) -> set:
@@ -423,7 +480,7 @@ def kink_points(expr: sp.Expr, symbol: sp.Symbol = ETA) -> set:
             for _, cond in node.args:
                 for rel in cond.atoms(sp.Rel):
                     arguments.append(rel.lhs - rel.rhs)
-    points = set()
+    points: set = set()
     for arg in arguments:
         if not arg.has(symbol):
             continue

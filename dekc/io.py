@@ -13,8 +13,9 @@ import csv
 import math
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 import numpy as np
 
@@ -46,7 +47,7 @@ def check_delimiter(delimiter: str | None) -> str | None:
         return None
     if delimiter in ("\\t", "tab"):
         return "\t"
-    if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in "\r\n\"":
+    if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in '\r\n"':
         raise DataFileError(f"the delimiter must be one character such as ',' ';' or '\\t' (a tab), got {delimiter!r}")
     return delimiter
 
@@ -75,8 +76,9 @@ def read_inputs(path, *, delimiter: str | None = None) -> np.ndarray:
     bad = np.argwhere(~np.isfinite(X))
     if bad.size:
         row, col = bad[0]
-        raise DataFileError(f"{path}: row {row + 1}, column {col + 1} is {X[row, col]}; "
-                            "remove or impute non-finite values first")
+        raise DataFileError(
+            f"{path}: row {row + 1}, column {col + 1} is {X[row, col]}; remove or impute non-finite values first"
+        )
     return X
 
 
@@ -123,15 +125,19 @@ def _read_text(path: Path, delimiter: str | None) -> np.ndarray:
     values = []
     for line, cells in rows:
         if len(cells) != width:
-            raise DataFileError(f"{path}, line {line}: {len(cells)} values where the first data row has {width}; "
-                                "every row needs the same number of columns")
+            raise DataFileError(
+                f"{path}, line {line}: {len(cells)} values where the first data row has {width}; "
+                "every row needs the same number of columns"
+            )
         row = []
         for col, cell in enumerate(cells, 1):
             value = _number(cell)
             if value is None or math.isnan(value):
                 what = "an empty cell" if not cell else f"{cell!r}"
-                raise DataFileError(f"{path}, line {line}, column {col}: {what} is not a number; "
-                                    "inputs must be numeric (encode categories, impute missing values)")
+                raise DataFileError(
+                    f"{path}, line {line}, column {col}: {what} is not a number; "
+                    "inputs must be numeric (encode categories, impute missing values)"
+                )
             row.append(value)
         values.append(row)
     return np.asarray(values, dtype=np.float64)

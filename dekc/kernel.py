@@ -1,205 +1,132 @@
-"""The DEKer runtime: compiled kernels, input moments, the fixed-point and T-step solvers.
+"""The DEKer runtime: :class:`Kernel`, a compiled kernel that computes Gram matrices.
 
-For inputs ``x̃ = (input_scale·x, bias)`` and a feature map ``f`` the input moments are
-``c(x, x') = s² E[f(w) f(w')]`` and ``μ(x) = s E[f(w)]``, computed by the same
-expectation engine (``c(x, x)`` by the one-point form). The kernel is then, entry by entry,
-
-* the diagonal ``a = D(a)`` (a scalar problem per input), and
-* every off-diagonal entry ``p = G(p; a, b, c, μ, μ')`` as its own scalar problem,
-
-solved vectorised in fixed-size chunks (memory O(n²) for the result plus O(chunk)).
-
-**Fixed point** (``steps=None``): a safeguarded Newton iteration that returns the root the plain
-iteration reaches from ``psi0``. Each entry keeps a bracket: where ``G(p) > p`` the iteration
-moves up, so the root it reaches lies above ``p`` (``lo = p``), and below where ``G(p) < p``
-(``hi = p``). A Newton step is taken only when ``G'(p) < 1`` (it then moves in the direction of
-the iteration) and lands inside the bracket; otherwise the plain step ``G(p)`` (or the bracket
-midpoint). Every root found this way has ``G − p`` decreasing through it, i.e. ``G' ≤ 1``: a
-repelling root (``G' > 1``, such as full correlation under a Heaviside ``ρ``) is never returned.
-An entry has converged when a Newton step is below ``1e-9`` of its scale (``√(ab)`` off the
-diagonal, ``a`` on it); convergence is quadratic, so the value after that step is exact to
-rounding: ``|G(p) − p| ≤ 1e-13·scale`` is tested.
-
-**Gradients** with respect to ``lam``, ``feature_scale``, ``input_scale`` and ``bias`` use the
-implicit function theorem at the fixed point, ``dp/dθ = (∂G/∂θ)/(1 − ∂G/∂p)``, implemented as
-one Newton correction whose denominator is held constant: the solver's loop is never unrolled.
+A Gram matrix is a set of independent scalar problems: the diagonal ``a = D(a)`` for each input,
+then each off-diagonal entry ``p = G(p; a, b, c, μ, μ')`` with the input moments ``c``, ``μ`` of
+:mod:`dekc.moments`. They are solved vectorised, in fixed-size chunks (memory O(n²) for the
+result plus O(chunk)), by :mod:`dekc.solver`: the fixed point (``steps=None``) or ``T`` steps of
+the recursion. Gradients with respect to ``lam``, ``feature_scale``, ``input_scale`` and ``bias``
+pass through the fixed point by the implicit function theorem.
 
 **Identical inputs** (equal ``x̃`` rows; equal moments in :meth:`Kernel.from_moments`) get the
 diagonal value; ``diagonal="limit"`` solves the off-diagonal equation there instead, starting
-just below full correlation, which gives ``lim_{x'→x} k(x, x')`` (the kernel has a nugget under a Heaviside ``ρ``).
+just below full correlation, which gives ``lim_{x'→x} k(x, x')`` (the kernel has a nugget under a
+Heaviside ``ρ``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import warnings
+import types
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
-import sympy as sp
+from numpy.typing import ArrayLike
 
-from . import codegen
+from . import moments, solver, validate
 from ._jax import jax, jnp
-from . import validate
-from .errors import ConvergenceError, DekcWarning, InputError
-from .budget import limited
-from .expectations import _TINY, check_tolerance, gaussian_expectation
-from .expressions import as_eta_expression, parse_number
-from .links import link as derive_link
-from .registry import family as lookup_family
+from .errors import ConvergenceError, InputError
+from .links import Link
+from .moments import Start
+from .registry import Family
+from .solver import MAX_ITER
 from .validate import is_traced
 
-#: an entry has converged once a Newton step is below this fraction of its scale: convergence is
-#: quadratic, so the value after that step is accurate to rounding (|G(p) − p| ≤ 1e-13·scale is tested)
-STEP_TOL = 1e-9
-#: or once its bracket is this narrow (when Newton is not usable)
-BRACKET_TOL = 1e-14
-MAX_ITER = 200
-_ESCAPE = 1e150  # iterates beyond this are diverging
 _LIMIT_START = 1 - 1e-6  # starts (and diagonal="limit") stay this far inside full correlation
 _CHUNK = 1 << 17
-_MIN_COMPACT = 256
-_DOT_COLUMNS = 64
 
 
-def _pow2_at_least(n: int) -> int:
-    return 1 << max(0, int(n - 1).bit_length())
+# -- named structures ------------------------------------------------------------------------------
 
 
-# -- solvers ---------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Side:
+    """The inputs along one axis of the Gram matrix: ``c(x, x)`` and ``μ(x)`` per input."""
 
-def _newton_iteration(step, p, lo, hi, scale):
-    """One safeguarded Newton iteration for ``p = G(p)``, elementwise (see the module docstring).
+    cd: Any
+    mu: Any
 
-    ``step(p) -> (G(p), G'(p))``. Returns ``(p, lo, hi, converged)``.
+
+@dataclasses.dataclass(frozen=True)
+class GramProblem:
+    """Everything the solver needs about the entries of one Gram matrix.
+
+    ``entries(i, j, *entries_args) -> (c(x_i, y_j), identical)``; ``start`` is where the
+    iteration starts; ``shape`` is ``(n, m)``; ``symmetric``: ``Y = X`` (only ``i ≤ j`` is solved).
     """
-    g, dg = step(p)
-    F = g - p
-    lo = jnp.where(F > 0, jnp.maximum(lo, p), lo)
-    hi = jnp.where(F < 0, jnp.minimum(hi, p), hi)
-    slope = dg - 1.0
-    newton = p - F / jnp.where(slope < 0, slope, -1.0)
-    # G' may be infinite where it is legitimately so (full correlation under a Heaviside ρ):
-    # Newton is then skipped for the plain step (or the bracket's midpoint)
-    use_newton = (slope < 0) & (newton >= lo) & (newton <= hi)
-    middle = jnp.where(hi < jnp.inf, 0.5 * (lo + hi), g)
-    new = jnp.where(use_newton, newton, jnp.where((g > lo) & (g < hi), g, middle))
-    new = jnp.where(F == 0, p, new)
-    small = jnp.abs(new - p) <= STEP_TOL * scale
-    converged = (F == 0) | (small & use_newton) | (hi - lo <= BRACKET_TOL * scale)
-    return new, lo, hi, converged
+
+    x: Side
+    y: Side
+    entries: Callable
+    entries_args: tuple
+    start: Start
+    shape: tuple[int, int]
+    symmetric: bool
 
 
-_UNROLL = 1  # iterations per compiled call (then finished entries can leave at once)
+@dataclasses.dataclass(frozen=True)
+class SolveOptions:
+    """How to solve: ``steps`` None (the fixed point), ``T`` or a tuple of ``T`` s (a stack)."""
+
+    lam: Any
+    steps: int | tuple[int, ...] | None
+    diagonal: str
+    traced: bool
+    progress: Any = None
+
+    @property
+    def stops(self) -> tuple[int, ...] | None:
+        if self.steps is None:
+            return None
+        return self.steps if isinstance(self.steps, tuple) else (self.steps,)
 
 
-def _iterate(step, state, scale):
-    p, lo, hi, done = state
-    for _ in range(_UNROLL):
-        new, lo, hi, converged = _newton_iteration(step, p, lo, hi, scale)
-        # converged entries stay put: at a root, rounding flips the sign of G − p and could
-        # otherwise send a bracket step away from it
-        p = jnp.where(done, p, new)
-        done = done | converged
-    broken = ~jnp.isfinite(p) | (jnp.abs(p) > _ESCAPE)
-    finished = done | broken
-    return (p, lo, hi, done), finished, broken, jnp.sum(~finished)
+class ChunkProblems(NamedTuple):
+    """The scalar problems of one chunk of entries: variances ``a``, ``b`` (rows of diagonal
+    trajectories for T-step kernels), the input moment ``c``, the ``c`` the solve uses
+    (``c_solve``; 0 for identical inputs unless the limit is asked for), ``μ``, ``μ'``, the start
+    and whether the inputs are identical."""
 
-
-@functools.partial(jax.jit, static_argnums=0, donate_argnums=1)
-def _pair_iteration(step, state, a, b, c, mux, muy, lam):
-    sab = jnp.maximum(jnp.sqrt(a * b), 1e-300)
-    return _iterate(lambda p: step(p, a, b, c, mux, muy, lam), state, sab)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _diagonal_iteration(step, state, cd, mu, lam):
-    return _iterate(lambda a: step(a, cd, mu, lam), state, jnp.maximum(jnp.abs(state[0]), 1e-300))
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _loop(iteration, step, state, *args):
-    """The iteration under tracing: a ``while_loop`` (its iterations are never differentiated)."""
-    def cond(carry):
-        return (carry[3] < MAX_ITER) & jnp.any(~carry[1])
-
-    def body(carry):
-        new, finished, broken, _ = iteration(step, carry[0], *args)
-        return new, finished, broken, carry[3] + _UNROLL
-
-    p = state[0]
-    init = (state, jnp.zeros(p.shape, bool), jnp.zeros(p.shape, bool), jnp.asarray(0))
-    return jax.lax.while_loop(cond, body, init)
-
-
-def _newton(iteration, step, p0, lo, hi, args, traced):
-    """Iterate from ``p0`` until every entry has converged or failed. Returns ``(p, status)``:
-    0 converged, 1 diverged or non-finite, 2 out of iterations.
-
-    Eagerly, every few iterations are one compiled call over the whole chunk (top-level XLA
-    fusions use every core, loop bodies do not), and entries that have finished leave the
-    arrays: once at most a quarter is still active, the rest are gathered into a smaller
-    power-of-two size (few compiled shapes). Under tracing, a ``while_loop``.
-    """
-    state = (p0, lo, hi, jnp.zeros(p0.shape, bool))
-    if traced:
-        (p, _, _, _), finished, broken, _ = _loop(iteration, step, state, *args)
-        return p, jnp.where(finished & ~broken, 0, jnp.where(broken, 1, 2))
-    size = p0.shape[0]
-    where = np.arange(size)  # position in the caller's arrays of each working entry
-    p_out, status_out = np.empty(size), np.full(size, 2)
-    args = [jnp.broadcast_to(x, p0.shape) if np.ndim(x) else x for x in args]
-    for _ in range(0, MAX_ITER, _UNROLL):
-        state, finished, broken, active = iteration(step, state, *args)
-        active = int(active)
-        n = state[0].shape[0]
-        if active == 0 or (active <= n // 4 and n > _MIN_COMPACT):
-            p, finished, broken = np.asarray(state[0]), np.asarray(finished), np.asarray(broken)
-            p_out[where[finished]] = p[finished]
-            status_out[where[finished]] = np.where(broken[finished], 1, 0)
-            if active == 0:
-                break
-            keep = np.flatnonzero(~finished)
-            keep = np.concatenate([keep, np.full(max(_MIN_COMPACT, _pow2_at_least(active)) - active, keep[0])])
-            state, args = _gather(state, args, jnp.asarray(keep.astype(np.int32)))
-            where = where[keep]  # padding repeats an active entry: it writes the same value
-    else:
-        p, finished = np.asarray(state[0]), np.asarray(finished)
-        p_out[where[~finished]] = p[~finished]
-    return jnp.asarray(p_out), jnp.asarray(status_out)
-
-
-@jax.jit
-def _gather(state, args, keep):
-    """The entries ``keep`` of every working array, on the device (one call, no host copies);
-    scalar arguments pass through."""
-    return tuple(x[keep] for x in state), [x[keep] if jnp.ndim(x) else x for x in args]
-
-
-def _implicit(step, p_star):
-    """``p*`` with the derivative ``(∂G/∂θ)/(1 − G')`` attached (one Newton correction, frozen slope)."""
-    p = jax.lax.stop_gradient(p_star)
-    g, dg = step(p)
-    slope = jax.lax.stop_gradient(1.0 - dg)
-    return p + (g - p) / jnp.where(slope == 0, 1.0, slope)
+    a: Any
+    b: Any
+    c: Any
+    c_solve: Any
+    mu_x: Any
+    mu_y: Any
+    start: Any
+    same: Any
 
 
 # -- the compiled kernel ---------------------------------------------------------------------------
 
-class Kernel:
-    """A compiled DEKer. Build it with :func:`compile_kernel`.
 
-    Attributes: ``family`` (name), ``sigma``, ``rho``, ``R`` (sympy in ``eta``), ``methods``
-    (``{"sigma,sigma": "closed-form", ...}``), ``error_bounds``, ``source`` (the generated
-    module's text), ``path`` (its cache file), ``module`` (the imported module).
+class Kernel:
+    """A compiled DEKer. Build it with :func:`dekc.compile_kernel`.
+
+    Attributes: ``family`` (the :class:`dekc.Family`), ``family_name``, ``sigma``, ``rho``, ``R``
+    (sympy in ``eta``), ``methods`` (``{"sigma,sigma": "closed-form", ...}``), ``error_bounds``,
+    ``source`` (the generated module's text), ``path`` (its cache file), ``module`` (the loaded
+    module).
     """
 
-    def __init__(self, module, path, source: str, link_factory, link=None):
+    def __init__(
+        self,
+        module: types.ModuleType,
+        path: Path,
+        source: str,
+        family: Family,
+        link_factory: Callable[[], Link],
+        link: Link | None = None,
+    ):
         self.module = module
+        self.family = family
         self.path = path
         self.source = source
         self.methods = dict(module.METHODS)
         self.error_bounds = dict(module.ERROR_BOUNDS)
-        self.family = module.METADATA["family"]
+        self.family_name: str = module.METADATA["family"]
         self._link_factory = link_factory
         self._link = link
         self._pair_step = jax.jit(module.update_and_dp)
@@ -210,6 +137,7 @@ class Kernel:
     # -- link data (derived again lazily when the module came from the cache) --------------------
     @property
     def link(self):
+        """The :class:`dekc.Link` the kernel was compiled from (derived again when loaded from the cache)."""
         if self._link is None:
             self._link = self._link_factory()
         return self._link
@@ -220,20 +148,24 @@ class Kernel:
 
     def __repr__(self) -> str:
         meta = self.module.METADATA
-        return f"Kernel({self.family}, {meta['route']}={meta['spec']!r}, methods={self.methods})"
+        return f"Kernel({self.family_name}, {meta['route']}={meta['spec']!r}, methods={self.methods})"
 
-    def lambda_bound(self, c=1.0, mu=0.0):
+    def lambda_bound(self, c: float = 1.0, mu: float = 0.0) -> float | None:
         """``√(lim_{a→∞} λ²D(a)/a)`` for an input with ``c(x, x) = c`` and ``μ(x) = mu``: for smaller
         ``λ`` the diagonal iteration diverges from large starts. ``0.0`` when ``D`` grows slower
         than ``a``; ``None`` when it grows faster (then no ``λ`` bounds it from every start)."""
         m = self.module
         c = validate.real(c, "c", nonnegative=True, what="lambda_bound")
         mu = validate.real(mu, "mu", what="lambda_bound")
-        validate.check_scale([c, mu * mu if abs(mu) < 1e154 else np.inf], "c and mu²", what="lambda_bound",
-                             advice="rescale the input moments")
+        validate.check_scale(
+            [c, mu * mu if abs(mu) < 1e154 else np.inf],
+            "c and mu²",
+            what="lambda_bound",
+            advice="rescale the input moments",
+        )
         # far enough out that the lower-order terms (c, μ√a) are below 1e-3 of the leading one
         a = jnp.asarray([1e12, 1e16]) * max(1.0, c, mu * mu)
-        growth = (m.K_sigma_sigma_one_point(a) - 2 * mu * m.K_sigma_rho_one_point(a) + c * m.K_rho_rho_one_point(a))
+        growth = m.K_sigma_sigma_one_point(a) - 2 * mu * m.K_sigma_rho_one_point(a) + c * m.K_rho_rho_one_point(a)
         ratio = np.asarray(growth) / np.asarray(a)
         if not np.all(np.isfinite(ratio)) or ratio[1] > 2 * abs(ratio[0]) + 1e-12:
             return None
@@ -242,8 +174,21 @@ class Kernel:
         return float(np.sqrt(abs(ratio[1]))) if abs(ratio[1] - ratio[0]) <= 1e-3 * abs(ratio[1]) else None
 
     # -- public entry points ----------------------------------------------------------------------
-    def gram(self, X, Y=None, *, lam=2.0, feature_scale=1.0, input_scale=1.0, bias=0.0, features="relu",
-             steps=None, psi0="input", diagonal="exact", progress=None):
+    def gram(
+        self,
+        X: ArrayLike,
+        Y: ArrayLike | None = None,
+        *,
+        lam: float = 2.0,
+        feature_scale: float = 1.0,
+        input_scale: float = 1.0,
+        bias: float = 0.0,
+        features: str = "relu",
+        steps: int | Sequence[int] | None = None,
+        psi0: str | np.ndarray = "input",
+        diagonal: Literal["exact", "limit"] = "exact",
+        progress: bool | Callable[[int, int], Any] | None = None,
+    ) -> np.ndarray | jax.Array:
         """The DEKer Gram matrix ``k(X_i, Y_j)`` (``Y = X`` when omitted).
 
         ``features`` is the data feature map ``f`` (shorthand, expression in ``eta``); the
@@ -273,29 +218,47 @@ class Kernel:
         if not traced:
             _check_parameter_scales(lam, feature_scale)
             for which, inputs in (("X", X), ("Y", Y)):
-                validate.check_scale(_squared_norms(np.asarray(inputs), input_scale, bias),
-                                     "|x̃|² = input_scale²|x|² + bias²", what=f"inputs {which}",
-                                     advice="rescale the inputs (X, input_scale, bias)")
-        Ef = _feature_expectations(features)
-        xt = _augment(X, input_scale, bias)
-        yt = xt if symmetric else _augment(Y, input_scale, bias)
+                validate.check_scale(
+                    moments.squared_norms(np.asarray(inputs), input_scale, bias),
+                    "|x̃|² = input_scale²|x|² + bias²",
+                    what=f"inputs {which}",
+                    advice="rescale the inputs (X, input_scale, bias)",
+                )
+        feature = moments.feature_moments(features)
+        xt = moments.augment(X, input_scale, bias)
+        yt = xt if symmetric else moments.augment(Y, input_scale, bias)
         nx, ny = jnp.sum(xt * xt, axis=1), jnp.sum(yt * yt, axis=1)
-        # x̃·ỹ entry by entry from the rows for few columns (no n × m temporary, and every entry
-        # is computed the same way whichever matrix it belongs to); as a matrix product otherwise
-        gx = (xt.T, yt.T) if xt.shape[1] <= _DOT_COLUMNS else xt @ yt.T
+        products = moments.pair_products(xt, yt)
         s2 = jnp.square(feature_scale)
-        cdx, cdy = s2 * Ef["ff"].one_point(nx), s2 * Ef["ff"].one_point(ny)
-        mux, muy = feature_scale * Ef["f1"].one_point(nx), feature_scale * Ef["f1"].one_point(ny)
+        cdx, cdy = s2 * feature.ff.one_point(nx), s2 * feature.ff.one_point(ny)
+        mux, muy = feature_scale * feature.f1.one_point(nx), feature_scale * feature.f1.one_point(ny)
         if not traced:
-            for which, moments in (("X", cdx), ("Y", cdy)):
-                validate.check_scale(moments, "c(x, x)", what=f"input moments of {which}",
-                                     advice="rescale feature_scale or the inputs")
-        entries = (Ef["entries"], (*_row_ids(xt, yt, symmetric), nx, ny, gx, cdx, s2))
-        start = _start(psi0, nx, ny, gx, symmetric, X.shape[0])
-        return self._solve(cdx, cdy, mux, muy, entries, start, lam, steps, diagonal, symmetric,
-                           traced, (X.shape[0], Y.shape[0]), progress)
+            for which, cd in (("X", cdx), ("Y", cdy)):
+                validate.check_scale(
+                    cd, "c(x, x)", what=f"input moments of {which}", advice="rescale feature_scale or the inputs"
+                )
+        problem = GramProblem(
+            x=Side(cdx, mux),
+            y=Side(cdy, muy),
+            entries=feature.entries,
+            entries_args=(*moments.row_ids(xt, yt, symmetric), nx, ny, products, cdx, s2),
+            start=moments.start(psi0, nx, ny, products, symmetric, X.shape[0]),
+            shape=(X.shape[0], Y.shape[0]),
+            symmetric=symmetric,
+        )
+        return self._solve(problem, SolveOptions(lam, steps, diagonal, traced, progress))
 
-    def from_moments(self, c, mu, *, lam=2.0, steps=None, psi0="constant", diagonal="exact", progress=None):
+    def from_moments(
+        self,
+        c: ArrayLike,
+        mu: ArrayLike,
+        *,
+        lam: float = 2.0,
+        steps: int | Sequence[int] | None = None,
+        psi0: str | np.ndarray = "constant",
+        diagonal: Literal["exact", "limit"] = "exact",
+        progress: bool | Callable[[int, int], Any] | None = None,
+    ) -> np.ndarray | jax.Array:
         """The same kernel from input moments: ``c`` ``(n, n)`` PSD and ``mu`` ``(n,)``.
 
         Entries with ``c_ij = c_ii = c_jj`` and ``μ_i = μ_j`` are identical inputs (diagonal
@@ -304,9 +267,12 @@ class Kernel:
         traced = is_traced(c, mu, lam, psi0)
         if not traced:
             c, mu = validate.input_moments(c, mu)
-            validate.check_scale(np.diagonal(c), "c(x, x)", what="input moments",
-                                 advice="rescale c by t and mu by √t (for a positively homogeneous kernel the result "
-                                        "scales by t)")
+            validate.check_scale(
+                np.diagonal(c),
+                "c(x, x)",
+                what="input moments",
+                advice="rescale c by t and mu by √t (for a positively homogeneous kernel the result scales by t)",
+            )
         c = jnp.asarray(c, dtype=jnp.float64)
         mu = jnp.asarray(mu, dtype=jnp.float64)
         steps = _check_options(steps, diagonal)
@@ -318,43 +284,55 @@ class Kernel:
         cd = jnp.diagonal(c)
         if isinstance(psi0, str) and psi0 == "input":
             raise InputError("psi0='input' needs the inputs x̃; from_moments takes psi0='constant' or an (n, n) array")
-        start = _start(psi0, None, None, None, True, n)
-        return self._solve(cd, cd, mu, mu, (_moment_entries, (c, cd, mu)), start, lam, steps, diagonal, True,
-                           traced, (n, n), progress)
+        side = Side(cd, mu)
+        problem = GramProblem(
+            x=side,
+            y=side,
+            entries=moments.moment_entries,
+            entries_args=(c, cd, mu),
+            start=moments.start(psi0, None, None, None, True, n),
+            shape=(n, n),
+            symmetric=True,
+        )
+        return self._solve(problem, SolveOptions(lam, steps, diagonal, traced, progress))
 
-    # -- the solver -------------------------------------------------------------------------------
-    def _solve(self, cdx, cdy, mux, muy, entries, start, lam, steps, diagonal, symmetric, traced, shape,
-               progress=None):
-        """Diagonal first, then every entry ``(i, j)`` (``i ≤ j`` when symmetric) in chunks.
-
-        ``steps``: None (the fixed point), an int, or a tuple of ints (a stack of T-step kernels).
-        """
-        n, m = shape
-        (a0x, a0y), (corr_fn, corr_args) = start
-        entries_fn, entries_args = entries
-        stops = steps if isinstance(steps, tuple) else None if steps is None else (steps,)
-        ax = self._diagonal(a0x, cdx, mux, lam, stops, traced, "X")
-        ay = ax if symmetric else self._diagonal(a0y, cdy, muy, lam, stops, traced, "Y")
+    # -- the solve --------------------------------------------------------------------------------
+    def _solve(self, problem: GramProblem, options: SolveOptions):
+        """Diagonal first, then every entry ``(i, j)`` (``i ≤ j`` when symmetric) in chunks."""
+        n, m = problem.shape
+        stops, traced, symmetric = options.stops, options.traced, problem.symmetric
+        ax = self._diagonal(problem.start.a0_x, problem.x, options, "X")
+        ay = ax if symmetric else self._diagonal(problem.start.a0_y, problem.y, options, "Y")
         total = n * (n + 1) // 2 if symmetric else n * m
-        chunk = min(self._chunk, _pow2_at_least(total))
-        pieces = []
+        chunk = min(self._chunk, solver.pow2_at_least(total))
         layers = 1 if stops is None else len(stops)
-        out = jnp.zeros((layers, *shape)) if traced else np.empty((layers, *shape))
-        values = []
-        limit = diagonal == "limit" and steps is None
-        report = _progress(None if traced else progress, total, chunk)
+        out: Any = jnp.zeros((layers, n, m)) if traced else np.empty((layers, n, m))
+        values, pieces = [], []
+        limit = options.diagonal == "limit" and stops is None
+        report = _progress(None if traced else options.progress, total, chunk)
         try:
             for lo in range(0, total, chunk):
                 i, j = _entries_of(lo, min(lo + chunk, total), n, m, symmetric)
                 k = i.size
                 if k < chunk:  # pad with the first entry: one compiled shape for every chunk
                     i, j = np.concatenate([i, np.full(chunk - k, i[0])]), np.concatenate([j, np.full(chunk - k, j[0])])
-                problem = _prepare(entries_fn, corr_fn, limit, i, j, ax if stops else ax[-1], ay if stops else ay[-1],
-                                   mux, muy, entries_args, corr_args)
+                chunk_problems = _prepare(
+                    problem.entries,
+                    problem.start.correlation,
+                    limit,
+                    i,
+                    j,
+                    ax if stops else ax[-1],
+                    ay if stops else ay[-1],
+                    problem.x.mu,
+                    problem.y.mu,
+                    problem.entries_args,
+                    problem.start.correlation_args,
+                )
                 if stops is None:
-                    v = self._fixed_chunk(problem, lam, diagonal, traced, i, j)[None]
+                    v = self._fixed_chunk(chunk_problems, options, i, j)[None]
                 else:
-                    v = self._steps_chunk(problem, lam, stops, traced, i, j)
+                    v = self._steps_chunk(chunk_problems, options.lam, stops, traced, i, j)
                 v = v[:, :k]
                 if traced:
                     values.append(v)
@@ -372,62 +350,96 @@ class Kernel:
             out = out.at[:, rows, cols].set(v)
             if symmetric:
                 out = out.at[:, cols, rows].set(v)
-        return out if isinstance(steps, tuple) else out[0]
+        return out if isinstance(options.steps, tuple) else out[0]
 
-    def _diagonal(self, a0, cd, mu, lam, stops, traced, which):
+    def _diagonal(self, a0, side: Side, options: SolveOptions, which: str):
         """Diagonal values: the fixed point ``(1, n)``, or for T-step kernels the rows ``(start,
         c(x, x), values after each stop in sorted order)``, ``(2 + #stops, n)``: the off-diagonal
         iteration recomputes the diagonal trajectory as it goes (memory O(n), whatever T)."""
-        if stops is not None:
-            order = tuple(sorted(set(stops)))
-            at_stops = _diagonal_steps(self._diag_step, order, a0, cd, mu, lam)
+        cd, mu, lam, traced = side.cd, side.mu, options.lam, options.traced
+        if options.stops is not None:
+            order = tuple(sorted(set(options.stops)))
+            at_stops = solver.diagonal_steps(self._diag_step, order, a0, cd, mu, lam)
             if not traced:
                 _raise_nonfinite(at_stops[-1], which, "diagonal", lam, order[-1], self.lambda_bound())
                 self._check_diagonal_scale(at_stops, which, lam)
             return jnp.concatenate([jnp.broadcast_to(a0, cd.shape)[None], cd[None], at_stops])
         sg = jax.lax.stop_gradient
         start = jnp.maximum(sg(a0), 0.0)
-        a, status = _newton(_diagonal_iteration, self._diag_step, start, jnp.zeros_like(start),
-                            jnp.full_like(start, jnp.inf), (sg(cd), sg(mu), sg(lam)), traced)
+        a, status = solver.newton(
+            solver.diagonal_iteration,
+            self._diag_step,
+            start,
+            jnp.zeros_like(start),
+            jnp.full_like(start, jnp.inf),
+            (sg(cd), sg(mu), sg(lam)),
+            traced,
+        )
         if not traced:
             self._report(status, a0=a0, which=which, lam=lam, cd=cd, mu=mu)
             self._check_diagonal_scale(a, which, lam)
             return a[None, :]
-        a = jnp.where(status == 0, a, jnp.nan)
-        return _implicit(lambda t: self._diag_step(t, cd, mu, lam), a)[None, :]
+        a = jnp.where(status == solver.CONVERGED, a, jnp.nan)
+        return solver.implicit(lambda t: self._diag_step(t, cd, mu, lam), a)[None, :]
 
     @staticmethod
     def _check_diagonal_scale(values, which, lam):
-        validate.check_scale(values, "k(x, x)", what=f"the kernel's diagonal for {which} (lam = {float(lam):.6g})",
-                             advice="rescale the inputs or feature_scale, or choose lam further from the value "
-                                    "that makes the kernel vanish or blow up")
+        validate.check_scale(
+            values,
+            "k(x, x)",
+            what=f"the kernel's diagonal for {which} (lam = {float(lam):.6g})",
+            advice="rescale the inputs or feature_scale, or choose lam further from the value "
+            "that makes the kernel vanish or blow up",
+        )
 
-    def _fixed_chunk(self, problem, lam, diagonal, traced, i, j):
-        a, b, c, c_s, mux, muy, p0, same = problem
+    def _fixed_chunk(self, problems: ChunkProblems, options: SolveOptions, i, j):
+        a, b, c, c_s, mux, muy, p0, same = problems
+        lam, traced, exact = options.lam, options.traced, options.diagonal == "exact"
         sg = jax.lax.stop_gradient
         sab = _bounds(a, b)
-        if diagonal == "exact":  # identical inputs take the diagonal value: their bracket [0, 0] is solved at once
+        if exact:  # identical inputs take the diagonal value: their bracket [0, 0] is solved at once
             lo, hi = jnp.where(same, 0.0, -sab), jnp.where(same, 0.0, sab)
         else:
             lo, hi = -sab, sab
-        p, status = _newton(_pair_iteration, self._pair_step, sg(p0), lo, hi,
-                            (sg(a), sg(b), sg(c_s), sg(mux), sg(muy), sg(lam)), traced)
+        p, status = solver.newton(
+            solver.pair_iteration,
+            self._pair_step,
+            sg(p0),
+            lo,
+            hi,
+            (sg(a), sg(b), sg(c_s), sg(mux), sg(muy), sg(lam)),
+            traced,
+        )
         if not traced:
             self._report(status, a=a, b=b, c=c, mux=mux, muy=muy, lam=lam, i=i, j=j, same=same)
         else:
-            p = jnp.where(status == 0, p, jnp.nan)
-            p = _implicit(lambda q: self._pair_step(q, a, b, c_s, mux, muy, lam), p)
-        return _finish(p, a, b, same, diagonal == "exact")
+            p = jnp.where(status == solver.CONVERGED, p, jnp.nan)
+            p = solver.implicit(lambda q: self._pair_step(q, a, b, c_s, mux, muy, lam), p)
+        return _finish(p, a, b, same, exact)
 
-    def _steps_chunk(self, problem, lam, stops, traced, i, j):
+    def _steps_chunk(self, problems: ChunkProblems, lam, stops, traced, i, j):
         """The T-step values ``(len(stops), chunk)`` of one chunk."""
-        p = _pair_steps(self._pair_step, self._diag_step, stops, *problem, lam)
+        p = solver.pair_steps(
+            self._pair_step,
+            self._diag_step,
+            stops,
+            problems.a,
+            problems.b,
+            problems.c_solve,
+            problems.mu_x,
+            problems.mu_y,
+            problems.start,
+            problems.same,
+            lam,
+        )
         if not traced:
             bad = ~np.isfinite(np.asarray(p))
             if bad.any():
                 layer, k = np.unravel_index(int(np.argmax(bad)), bad.shape)
-                raise ConvergenceError(f"the {stops[layer]}-step kernel overflows at entry ({i[k]}, {j[k]}) with "
-                                       f"lam = {float(lam)}: use fewer steps, a larger lam or a smaller psi0")
+                raise ConvergenceError(
+                    f"the {stops[layer]}-step kernel overflows at entry ({i[k]}, {j[k]}) with "
+                    f"lam = {float(lam)}: use fewer steps, a larger lam or a smaller psi0"
+                )
         return p
 
     def _report(self, status, *, lam, i=None, j=None, **values):
@@ -442,10 +454,14 @@ class Kernel:
         pick = {key: float(np.asarray(v)[k]) if np.ndim(v) else float(v) for key, v in values.items()}
         bound = self.lambda_bound(pick["cd"], pick["mu"]) if i is None else 0.0
         if i is not None:
-            hint = "the off-diagonal map has no attracting root reachable from the start (a larger lam makes it contract)"
+            hint = (
+                "the off-diagonal map has no attracting root reachable from the start (a larger lam makes it contract)"
+            )
         elif bound is None:
-            hint = "D(a) grows faster than a (sigma or rho grows faster than linearly): no lam bounds the iteration " \
-                   "from every start"
+            hint = (
+                "D(a) grows faster than a (sigma or rho grows faster than linearly): no lam bounds the iteration "
+                "from every start"
+            )
         elif bound > 0:
             hint = f"the diagonal iteration needs lam > {bound:.6g} to stay bounded for every start"
         else:
@@ -455,11 +471,16 @@ class Kernel:
             detail = f"start a0 = {pick['a0']:.6g}, c(x, x) = {pick['cd']:.6g}, mu = {pick['mu']:.6g}"
         else:
             where = f"entry ({int(i[k])}, {int(j[k])})" + (
-                " (identical inputs: the continuous part asked for by diagonal='limit')" if identical else "")
-            detail = (f"a = {pick['a']:.6g}, b = {pick['b']:.6g}, c = {pick['c']:.6g}, mu(x) = {pick['mux']:.6g}, "
-                      f"mu(x') = {pick['muy']:.6g}")
-        raise ConvergenceError(f"the fixed-point iteration {what} at {where} ({detail}, lam = {float(lam):.6g}); "
-                               f"{hint}. Try a larger lam, a smaller start (psi0) or a finite number of steps.")
+                " (identical inputs: the continuous part asked for by diagonal='limit')" if identical else ""
+            )
+            detail = (
+                f"a = {pick['a']:.6g}, b = {pick['b']:.6g}, c = {pick['c']:.6g}, mu(x) = {pick['mux']:.6g}, "
+                f"mu(x') = {pick['muy']:.6g}"
+            )
+        raise ConvergenceError(
+            f"the fixed-point iteration {what} at {where} ({detail}, lam = {float(lam):.6g}); "
+            f"{hint}. Try a larger lam, a smaller start (psi0) or a finite number of steps."
+        )
 
 
 def _progress(progress, total, chunk):
@@ -480,6 +501,7 @@ def _progress(progress, total, chunk):
             bar.close()
         else:
             bar.update(done - bar.n)
+
     return report
 
 
@@ -493,9 +515,9 @@ def _entries_of(start, stop, n, m, symmetric):
     offsets = r * n - r * (r - 1) // 2  # flat index of entry (r, r); offsets[n] = the total
     first, last = np.searchsorted(offsets, [start, stop - 1], side="right") - 1
     # the chunk is a run of whole rows, cut at both ends: repeat each row over its entries there
-    counts = np.minimum(offsets[first + 1:last + 2], stop) - np.maximum(offsets[first:last + 1], start)
+    counts = np.minimum(offsets[first + 1 : last + 2], stop) - np.maximum(offsets[first : last + 1], start)
     rows = np.repeat(np.arange(first, last + 1), counts)
-    return rows, rows + np.arange(start, stop, dtype=np.int64) - np.repeat(offsets[first:last + 1], counts)
+    return rows, rows + np.arange(start, stop, dtype=np.int64) - np.repeat(offsets[first : last + 1], counts)
 
 
 def _write(out, rows, cols, values, symmetric):
@@ -511,44 +533,10 @@ def _write(out, rows, cols, values, symmetric):
 
 # -- per-chunk compiled pieces ---------------------------------------------------------------------
 
-def _gram_entries(pair, i, j, same_x, same_y, nx, ny, gx, cdx, s2):
-    """``c(x_i, y_j)`` and whether the two inputs are identical.
-
-    ``same_x``, ``same_y`` are row ids (equal ids: equal ``x̃`` rows), or the ``x̃`` rows
-    themselves (compared entry by entry) when they are traced. ``pair`` is the feature pair form
-    for positive variances; a zero variance is floored at 1e-300 (the limit).
-    """
-    if same_x.ndim == 1:
-        same = same_x[i] == same_y[j]
-    else:
-        same = jnp.all(same_x[i] == same_y[j], axis=1)
-    # identical pairs take the one-point value; the pair form sees c = 0 there (its gradient at
-    # full correlation is infinite and would poison the where)
-    c = jnp.where(same, cdx[i], s2 * pair(jnp.maximum(nx[i], _TINY), jnp.maximum(ny[j], _TINY),
-                                           jnp.where(same, 0.0, _dot(gx, i, j))))
-    return c, same
-
-
-def _dot(gx, i, j):
-    """``x̃_i·ỹ_j``: ``gx`` is the matrix of products or the pair of transposed inputs ``(x̃ᵀ, ỹᵀ)``
-    (one gather per column and input: much cheaper than gathering rows)."""
-    if isinstance(gx, tuple):
-        xs, ys = gx
-        out = xs[0][i] * ys[0][j]
-        for k in range(1, xs.shape[0]):
-            out = out + xs[k][i] * ys[k][j]
-        return out
-    return gx[i, j]
-
-
-def _moment_entries(i, j, c, cd, mu):
-    same = (c[i, j] == cd[i]) & (cd[i] == cd[j]) & (mu[i] == mu[j])
-    return c[i, j], same
-
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _prepare(entries_fn, corr_fn, limit, i, j, ax, ay, mux, muy, entries_args, corr_args):
-    """The scalar problems of one chunk: ``(a, b, c, c for the solve, μ, μ', start, identical)``.
+def _prepare(entries_fn, corr_fn, limit, i, j, ax, ay, mux, muy, entries_args, corr_args) -> ChunkProblems:
+    """The scalar problems of one chunk.
 
     Identical inputs get a harmless problem (``c = μ = 0``, start 0) unless ``limit``, which
     starts them just below full correlation.
@@ -563,9 +551,8 @@ def _prepare(entries_fn, corr_fn, limit, i, j, ax, ay, mux, muy, entries_args, c
         c_s = c
     else:
         c_s, mx, my, corr = (jnp.where(same, 0.0, v) for v in (c, mx, my, corr))
-    if a.ndim == 2:  # T-step trajectories: start from the first row
-        return a, b, c_s, mx, my, corr * jnp.sqrt(a[0] * b[0]), same
-    return a, b, c, c_s, mx, my, corr * jnp.sqrt(a * b), same
+    a0, b0 = (a[0], b[0]) if a.ndim == 2 else (a, b)  # T-step trajectories: start from the first row
+    return ChunkProblems(a, b, c, c_s, mx, my, corr * jnp.sqrt(a0 * b0), same)
 
 
 @jax.jit
@@ -580,73 +567,7 @@ def _finish(p, a, b, same, exact):
     return jnp.where(same, a, p) if exact else p
 
 
-def _slots(order):
-    """``slot[t]``: the row of the output that receives the value after ``t`` steps (−1: none)."""
-    slot = np.full(order[-1] + 1, -1, dtype=np.int32)
-    slot[list(order)] = np.arange(len(order))
-    return jnp.asarray(slot)
-
-
-def _keep(slot, t, value, out):
-    return jax.lax.cond(slot[t] >= 0, lambda: out.at[slot[t]].set(value), lambda: out)
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _diagonal_steps(update, order, a0, cd, mu, lam):
-    """The diagonal values after each number of steps in ``order`` (sorted), ``(len(order), n)``,
-    from ``a0``: one loop, memory O(n) whatever the number of steps."""
-    slot = _slots(order)
-    a0 = jnp.broadcast_to(a0, cd.shape)
-
-    def step(t, carry):
-        a = update(carry[0], cd, mu, lam)[0]  # the fixed point's generated update (its derivative is dropped)
-        return a, _keep(slot, t + 1, a, carry[1])
-
-    out = _keep(slot, 0, a0, jnp.zeros((len(order), *cd.shape), cd.dtype))
-    return jax.lax.fori_loop(0, order[-1], step, (a0, out))[1]
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _pair_steps(update, diagonal_update, stops, a, b, c, mux, muy, p0, same, lam):
-    """Iterations of the off-diagonal map: the values after each number of steps in ``stops`` (a
-    tuple), ``(len(stops), chunk)``, from one run.
-
-    ``a`` and ``b`` are the rows ``(start, c(x, x), diagonal values at the sorted stops)`` of the two
-    inputs (see :meth:`Kernel._diagonal`); the diagonal trajectories are advanced alongside the
-    entry, so memory is O(chunk) whatever the number of steps. The T-step kernel is continuous in
-    the inputs, so identical inputs take the diagonal values under either ``diagonal`` option.
-    """
-    order = tuple(sorted(set(stops)))
-    slot = _slots(order)
-
-    def step(t, carry):
-        p, at, bt, out = carry
-        p = update(p, at, bt, c, mux, muy, lam)[0]
-        at = diagonal_update(at, a[1], mux, lam)[0]
-        bt = diagonal_update(bt, b[1], muy, lam)[0]
-        return p, at, bt, _keep(slot, t + 1, p, out)
-
-    # one loop (the update is compiled once, whatever the number of stops)
-    out = _keep(slot, 0, p0, jnp.zeros((len(order), *p0.shape), p0.dtype))
-    out = jax.lax.fori_loop(0, order[-1], step, (p0, a[0], b[0], out))[3]
-    out = jnp.where(same, a[2:], out)
-    return out[jnp.asarray([order.index(stop) for stop in stops])]
-
-
-# -- inputs ----------------------------------------------------------------------------------------
-
-def _row_ids(xt, yt, symmetric):
-    """Integer ids with equal ids exactly for equal rows of ``x̃`` (rows themselves when traced)."""
-    if is_traced(xt, yt):
-        return xt, yt
-    rows = np.asarray(xt) if symmetric else np.concatenate([np.asarray(xt), np.asarray(yt)])
-    ids = np.unique(rows, axis=0, return_inverse=True)[1].reshape(-1).astype(np.int32)
-    return (jnp.asarray(ids), jnp.asarray(ids)) if symmetric else (jnp.asarray(ids[:len(xt)]), jnp.asarray(ids[len(xt):]))
-
-
-def _augment(X, input_scale, bias):
-    """``x̃ = (input_scale·x, bias)``."""
-    return jnp.concatenate([input_scale * X, jnp.full((X.shape[0], 1), 1.0) * bias], axis=1)
+# -- checks ----------------------------------------------------------------------------------------
 
 
 def _check_options(steps, diagonal):
@@ -654,8 +575,10 @@ def _check_options(steps, diagonal):
     validate.choice(diagonal, "diagonal", ("exact", "limit"))
     if steps is None:
         return None
-    what = (f"steps must be None (the fixed point), a whole number of iterations up to {validate.MAX_STEPS} or a "
-            "non-empty sequence of them (a stack of T-step kernels)")
+    what = (
+        f"steps must be None (the fixed point), a whole number of iterations up to {validate.MAX_STEPS} or a "
+        "non-empty sequence of them (a stack of T-step kernels)"
+    )
     try:
         if isinstance(steps, (list, tuple, range, np.ndarray)):
             if np.ndim(steps) != 1 or len(steps) == 0:
@@ -666,22 +589,15 @@ def _check_options(steps, diagonal):
         raise InputError(f"{what}, got {steps!r}") from None
 
 
-def _squared_norms(X: np.ndarray, input_scale: float, bias: float) -> np.ndarray:
-    """``|x̃|²`` for each row, computed so that it neither underflows nor overflows before the range
-    check (a row of 1e-170s has |x̃|² ≈ 1e-340: reported, not flushed to 0)."""
-    xt = np.concatenate([X * float(input_scale), np.full((X.shape[0], 1), float(bias))], axis=1)
-    top = np.max(np.abs(xt), axis=1)
-    safe = np.where(top > 0, top, 1.0)
-    with np.errstate(over="ignore", under="ignore"):
-        log_norm = 2 * np.log10(safe) + np.log10(np.sum(np.square(xt / safe[:, None]), axis=1))
-        return np.where(top > 0, 10.0 ** np.clip(log_norm, -320, 400), 0.0)  # 1e-320: still non-zero
-
-
 def _check_parameter_scales(lam, feature_scale) -> None:
     """``λ²`` and ``s²`` enter every update as factors: both must be in the validated range."""
     for name, value in (("lam", lam), ("feature_scale", feature_scale)):
-        validate.check_scale([float(value) ** 2 if abs(float(value)) < 1e154 else np.inf], f"{name}²",
-                             what=f"{name} = {float(value):.6g}", advice=f"choose {name} within [1e-75, 1e75]")
+        validate.check_scale(
+            [float(value) ** 2 if abs(float(value)) < 1e154 else np.inf],
+            f"{name}²",
+            what=f"{name} = {float(value):.6g}",
+            advice=f"choose {name} within [1e-75, 1e75]",
+        )
 
 
 def _check_result_memory(steps, n, m):
@@ -689,53 +605,11 @@ def _check_result_memory(steps, n, m):
     layers = len(steps) if isinstance(steps, tuple) else 1
     shape = f"({layers}, {n}, {m})" if isinstance(steps, tuple) else f"({n}, {m})"
     nbytes = 8.0 * layers * n * m * 1.2 + 64e6  # the output, its mirror writes, and the solver's blocks
-    validate.check_memory(nbytes, f"the {shape} float64 Gram matrix",
-                          "compute it in blocks of rows (gram(X[i:j], X)) and save each, or use fewer inputs")
-
-
-def _correlation(dot, var_i, var_j):
-    """``dot/√(var_i var_j)`` clipped to ``[−1, 1]``; 0 where a variance is 0."""
-    norm = jnp.sqrt(var_i * var_j)
-    return jnp.where(norm > 0, jnp.clip(dot / jnp.where(norm > 0, norm, 1.0), -1.0, 1.0), 0.0)
-
-
-def _input_correlation(i, j, nx, ny, gx):
-    return _correlation(_dot(gx, i, j), nx[i], ny[j])
-
-
-def _array_correlation(i, j, psi, d):
-    return _correlation(psi[i, j], d[i], d[j])
-
-
-def _unit_correlation(i, j):
-    return jnp.ones(i.shape)
-
-
-def _start(psi0, nx, ny, gx, symmetric, n):
-    """Diagonal starts ``(a0 for X, a0 for Y)`` and ``(function, arguments)`` giving the start
-    correlation of entries ``(i, j)``."""
-    if isinstance(psi0, str):
-        if psi0 == "constant":
-            ones = jnp.ones(n) if nx is None else jnp.ones_like(nx)
-            return (ones, ones if ny is None else jnp.ones_like(ny)), (_unit_correlation, ())
-        if psi0 == "input":
-            return (nx, ny), (_input_correlation, (nx, ny, gx))
-        raise InputError(f"psi0 must be 'input', 'constant' or an (n, n) array, got {psi0!r}")
-    if psi0 is None or isinstance(psi0, (int, float, bool)):
-        raise InputError(f"psi0 must be 'input', 'constant' or an (n, n) array, got {psi0!r}")
-    if not symmetric:
-        raise InputError("an array psi0 needs the square Gram matrix (Y omitted): it must give Psi_0 for every pair")
-    if is_traced(psi0):
-        psi = jnp.asarray(psi0, dtype=jnp.float64)
-        if psi.shape != (n, n):
-            raise InputError(f"psi0 must have shape ({n}, {n}), got {psi.shape}")
-    else:
-        psi = validate.square_matrix(psi0, "psi0", n)
-        if np.any(np.diagonal(psi) < 0):
-            raise InputError("psi0 must have a non-negative diagonal (Psi_0(x, x) = |z_0(x)|^2)")
-        psi = jnp.asarray(psi)
-    d = jnp.diagonal(psi)
-    return (d, d), (_array_correlation, (psi, d))
+    validate.check_memory(
+        nbytes,
+        f"the {shape} float64 Gram matrix",
+        "compute it in blocks of rows (gram(X[i:j], X)) and save each, or use fewer inputs",
+    )
 
 
 def _raise_nonfinite(values, which, what, lam, steps, bound):
@@ -743,64 +617,6 @@ def _raise_nonfinite(values, which, what, lam, steps, bound):
     if bad.any():
         k = int(np.argmax(bad))
         hint = f"lam > {bound:.6g} keeps it bounded" if bound is not None else "a smaller start may help"
-        raise ConvergenceError(f"the {steps}-step {what} overflows at entry {k} of {which} with lam = {float(lam)}: {hint}")
-
-
-@functools.lru_cache(maxsize=64)
-def _feature_expectations_cached(f):
-    ff = gaussian_expectation(f, f)
-    # one function object per feature map, so the compiled chunk preparation is reused
-    return {"ff": ff, "f1": gaussian_expectation(f, sp.Integer(1)),
-            "entries": functools.partial(_gram_entries, ff._functions["positive"])}
-
-
-def _feature_expectations(features):
-    return _feature_expectations_cached(as_eta_expression(features, what="features"))
-
-
-# -- compile ---------------------------------------------------------------------------------------
-
-def compile_kernel(family, reparam=None, activation=None, *, kappa=None, tol: float = 1e-9, cache: bool = True,
-                   **parameters) -> Kernel:
-    """Compile the DEKer for ``family`` with a link ``reparam=`` or an ``activation=``.
-
-    Runs link -> expectations -> code generation and imports the generated module. The module
-    is cached (see :mod:`dekc.codegen`) under a hash of the inputs; a cached kernel loads without
-    deriving anything. ``tol`` is the accuracy asked of quadrature-backed expectations.
-    ``cache=False`` regenerates and overwrites the cache file.
-    """
-    fam = lookup_family(family, **parameters)
-    if (reparam is None) == (activation is None):
-        derive_link(fam, reparam, activation)  # raises the link stage's error
-    tol = check_tolerance(tol)
-    if not isinstance(cache, bool):
-        raise InputError(f"cache must be True or False, got {cache!r}")
-    kappa = None if kappa is None else parse_number(kappa, what="kappa")
-    route, spec = ("reparam", reparam) if reparam is not None else ("activation", activation)
-    spec_expr = as_eta_expression(spec, what=route)
-    metadata = {"family": fam.name, "route": route, "spec": str(spec_expr),
-                "kappa": None if kappa is None else str(kappa),
-                "parameters": {k: str(v) for k, v in fam.parameters.items()}}
-    digest = codegen.input_hash({**metadata, "A": str(fam.A), "domain": fam.domain_text, "theta": str(fam.theta),
-                                 "tol": tol})
-    path = codegen.cache_dir() / "kernels" / f"{fam.name}_{digest[:16]}.py"
-
-    def make_link():
-        return derive_link(fam, **{route: spec_expr}, kappa=kappa)
-
-    the_link = None
-    text = codegen.read_cached(path, digest) if cache else None
-    if text is None:
-        the_link = make_link()
-        with limited(f"compiling the kernel of family '{fam.name}' with {route} = {str(spec_expr)[:80]}"):
-            text = codegen.build_source(the_link, tol=tol, digest=digest, metadata=metadata)
-        try:
-            codegen.write_atomic(path, text)
-        except OSError as exc:
-            fallback = codegen.cache_dir_fallback()
-            warnings.warn(f"cannot write the kernel cache {path} ({exc}); using {fallback}. Set DEKC_CACHE_DIR to a "
-                          "writable directory.", DekcWarning, stacklevel=2)
-            path = fallback / path.name
-            codegen.write_atomic(path, text)
-    module = codegen.load_module(text, path, digest)
-    return Kernel(module, path, text, make_link, the_link)
+        raise ConvergenceError(
+            f"the {steps}-step {what} overflows at entry {k} of {which} with lam = {float(lam)}: {hint}"
+        )

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import mpmath
 import sympy as sp
@@ -28,7 +28,8 @@ import sympy as sp
 from .budget import limited
 from .errors import DekcWarning, ExpressionError, LinkError
 from .expressions import ETA, SHORTHANDS, as_eta_expression, kink_points, parse_number, to_mpmath
-from .registry import Family, _interval_text, family as lookup_family
+from .registry import Family, interval_text
+from .registry import family as lookup_family
 
 _T = sp.Symbol("t", positive=True)
 _DPS = 40
@@ -52,7 +53,7 @@ class Link:
     sigma: sp.Expr
     rho: sp.Expr
     route: str
-    kappa: Optional[sp.Expr] = None
+    kappa: sp.Expr | None = None
     notes: tuple[str, ...] = ()
 
     @property
@@ -107,7 +108,7 @@ def _close(a, b) -> bool:
     return abs(a - b) <= _REL_TOL * (1 + abs(a) + abs(b))
 
 
-def known_name(expr: sp.Expr) -> Optional[str]:
+def known_name(expr: sp.Expr) -> str | None:
     """The shorthand ``expr`` equals at every sample point, if any (``sigmoid``, ``relu``, ...)."""
     f = _evaluator(expr)
     with mpmath.workdps(_DPS):
@@ -218,15 +219,19 @@ def _check_maps_into_domain(R: sp.Expr, fam: Family, what: str) -> list[str]:
         for x in ETA_SAMPLES:
             r = r_at(x)
             if not _is_finite_real(r):
-                raise LinkError(f"{what} R = {R} is not finite and real at eta = {mpmath.nstr(x, 6)}; "
-                                f"R must map every real eta into Θ = {fam.domain_text}")
+                raise LinkError(
+                    f"{what} R = {R} is not finite and real at eta = {mpmath.nstr(x, 6)}; "
+                    f"R must map every real eta into Θ = {fam.domain_text}"
+                )
             if outside(r):
                 with mpmath.workdps(12 * _DPS):  # a value just past the end may be rounding
                     r = r_at(x)
             if outside(r):
-                raise LinkError(f"{what} R = {R} leaves Θ = {fam.domain_text} of family '{fam.name}': "
-                                f"R({mpmath.nstr(x, 6)}) = {mpmath.nstr(r, 8)}. Choose R with values in Θ, "
-                                f"e.g. {_suggestion(fam)}")
+                raise LinkError(
+                    f"{what} R = {R} leaves Θ = {fam.domain_text} of family '{fam.name}': "
+                    f"R({mpmath.nstr(x, 6)}) = {mpmath.nstr(r, 8)}. Choose R with values in Θ, "
+                    f"e.g. {_suggestion(fam)}"
+                )
             values.append(r)
         for x, r in zip(ETA_SAMPLES, values):
             on_open_end = (domain.left_open and r == lo_mp) or (domain.right_open and r == hi_mp)
@@ -234,10 +239,14 @@ def _check_maps_into_domain(R: sp.Expr, fam: Family, what: str) -> list[str]:
                 on_open_end = R.subs(ETA, sp.Rational(str(x))) in (lo, hi)
             if on_open_end:
                 if not _is_finite_real(a_at(x)):
-                    raise LinkError(f"{what} R = {R} reaches the open end {mpmath.nstr(r, 8)} of Θ = "
-                                    f"{fam.domain_text} at eta = {mpmath.nstr(x, 6)}, where A is infinite")
-                note = (f"R reaches the boundary {mpmath.nstr(r, 8)} of the open domain Θ = {fam.domain_text} "
-                        f"(A is finite there, so the closure is used)")
+                    raise LinkError(
+                        f"{what} R = {R} reaches the open end {mpmath.nstr(r, 8)} of Θ = "
+                        f"{fam.domain_text} at eta = {mpmath.nstr(x, 6)}, where A is infinite"
+                    )
+                note = (
+                    f"R reaches the boundary {mpmath.nstr(r, 8)} of the open domain Θ = {fam.domain_text} "
+                    f"(A is finite there, so the closure is used)"
+                )
                 if note not in notes:
                     notes.append(note)
                     warnings.warn(note, DekcWarning, stacklevel=3)
@@ -253,8 +262,10 @@ def _check_not_constant(R: sp.Expr, rho: sp.Expr) -> None:
         with mpmath.workdps(_DPS):
             constant = all(f(x) == 0 for x in ETA_SAMPLES)
     if constant:
-        raise LinkError(f"reparameterisation R = {R} is constant: rho = R' = 0 and sigma = (A o R)' = 0, so the "
-                        "features never move from zero and the kernel is 0; choose an R that depends on eta")
+        raise LinkError(
+            f"reparameterisation R = {R} is constant: rho = R' = 0 and sigma = (A o R)' = 0, so the "
+            "features never move from zero and the kernel is 0; choose an R that depends on eta"
+        )
 
 
 def _suggestion(fam: Family) -> str:
@@ -275,9 +286,15 @@ def _check_identities(fam: Family, R, sigma, rho, what: str) -> None:
     with mpmath.workdps(_DPS):
         for x in (x for x in ETA_SAMPLES if abs(x) <= 20 and float(x) not in kinks):  # far out, rounding swamps it
             left, right = lhs(x), rhs(x)
-            if _is_finite_real(left) and _is_finite_real(right) and not abs(left - right) <= mpmath.mpf(10) ** -12 * (1 + abs(left)):
-                raise LinkError(f"{what}: internal check failed, sigma != A'(R) rho at eta = {mpmath.nstr(x, 6)} "
-                                f"({mpmath.nstr(left, 12)} vs {mpmath.nstr(right, 12)})")
+            if (
+                _is_finite_real(left)
+                and _is_finite_real(right)
+                and not abs(left - right) <= mpmath.mpf(10) ** -12 * (1 + abs(left))
+            ):
+                raise LinkError(
+                    f"{what}: internal check failed, sigma != A'(R) rho at eta = {mpmath.nstr(x, 6)} "
+                    f"({mpmath.nstr(left, 12)} vs {mpmath.nstr(right, 12)})"
+                )
 
 
 # -- the reparameterisation route ------------------------------------------------------------
@@ -319,7 +336,7 @@ def _antiderivative(expr: sp.Expr, point) -> sp.Expr:
     return sp.simplify(primitive - at_point)
 
 
-def _sign_pattern(sigma: sp.Expr) -> tuple[str, Optional[object]]:
+def _sign_pattern(sigma: sp.Expr) -> tuple[str, object | None]:
     """``("+", None)``, ``("-", None)`` or ``("-+", η0)``; refuse other patterns."""
     f = _evaluator(sigma)
     with mpmath.workdps(_DPS):
@@ -337,9 +354,10 @@ def _sign_pattern(sigma: sp.Expr) -> tuple[str, Optional[object]]:
         raise LinkError(
             f"activation {sigma} changes sign {'more than once' if len(changes) > 1 else 'from + to -'}; "
             "with R non-decreasing and A convex, sigma = A'(R) R' must be <= 0 then >= 0 "
-            "(at most one sign change, from - to +)")
+            "(at most one sign change, from - to +)"
+        )
     a, b = changes[0]
-    roots = [r for r in _solve_real(sigma, a, b)]
+    roots = list(_solve_real(sigma, a, b))
     if not roots:
         raise LinkError(f"cannot locate the zero of {sigma} between {mpmath.nstr(a, 6)} and {mpmath.nstr(b, 6)}")
     return "-+", roots[0]
@@ -385,7 +403,11 @@ def _domain_ends(fam: Family):
 
 
 def _value_at_end(A, theta, end, interval: sp.Interval):
-    if end.is_infinite or (end == interval.start and interval.left_open) or (end == interval.end and interval.right_open):
+    if (
+        end.is_infinite
+        or (end == interval.start and interval.left_open)
+        or (end == interval.end and interval.right_open)
+    ):
         return _limit(A, theta, end, "+" if end == interval.start else "-")
     return A.subs(theta, end)
 
@@ -408,10 +430,12 @@ def _inverse(fam: Family, part: sp.Interval, sample_values) -> sp.Expr:
         inv = _evaluator(candidate, s)
         with mpmath.workdps(_DPS):
             thetas = [inv(value) for value in sample_values]
-            if all(_is_finite_real(th) and th in _MpInterval(part) and _close(at_a(th), value)
-                   for th, value in zip(thetas, sample_values)):
+            if all(
+                _is_finite_real(th) and th in _MpInterval(part) and _close(at_a(th), value)
+                for th, value in zip(thetas, sample_values)
+            ):
                 return candidate, s
-    raise LinkError(f"cannot invert A = {A} on {_interval_text(part)} symbolically; give R directly with reparam=")
+    raise LinkError(f"cannot invert A = {A} on {interval_text(part)} symbolically; give R directly with reparam=")
 
 
 class _MpInterval:
@@ -427,14 +451,16 @@ def _from_activation(fam: Family, activation, kappa) -> Link:
     sigma = as_eta_expression(activation, what="activation")
     pattern, zero = _sign_pattern(sigma)
     kinks = _kinks(sigma)
-    points = kinks | ({zero} if zero is not None else set())
+    points: set = kinks | ({zero} if zero is not None else set())
     if len(points) > 1:
-        raise LinkError(f"activation {sigma} switches formula or sign at several points {sorted(points)}; "
-                        "the activation route handles at most one; give R directly with reparam=")
+        raise LinkError(
+            f"activation {sigma} switches formula or sign at several points {sorted(points)}; "
+            "the activation route handles at most one; give R directly with reparam="
+        )
     point = next(iter(points)) if points else None
     star, minus_part, plus_part = _domain_ends(fam)
     A, theta = fam.A, fam.theta
-    notes = []
+    notes: list[str] = []
 
     # S = F + κ with F(point) = 0 on both sides (or a plain antiderivative without a point)
     if point is None:
@@ -447,8 +473,10 @@ def _from_activation(fam: Family, activation, kappa) -> Link:
 
     if pattern == "-+":
         if star is None:
-            raise LinkError(f"activation {sigma} changes sign but A = {A} has no minimum inside "
-                            f"Θ = {fam.domain_text}: no non-decreasing R exists")
+            raise LinkError(
+                f"activation {sigma} changes sign but A = {A} has no minimum inside "
+                f"Θ = {fam.domain_text}: no non-decreasing R exists"
+            )
         k = A.subs(theta, star) if kappa is None else kappa
         if kappa is not None and sp.simplify(k - A.subs(theta, star)) != 0:
             raise LinkError(f"with a sign change kappa must be A(theta*) = {A.subs(theta, star)}, got {kappa}")
@@ -456,9 +484,11 @@ def _from_activation(fam: Family, activation, kappa) -> Link:
     else:
         part = plus_part if pattern == "+" else minus_part
         if part is sp.EmptySet:
-            raise LinkError(f"activation {sigma} is {'non-negative' if pattern == '+' else 'non-positive'} but A = {A} "
-                            f"is {'decreasing' if pattern == '+' else 'increasing'} on Θ = {fam.domain_text}: "
-                            "R would have to decrease; use an activation of the other sign")
+            raise LinkError(
+                f"activation {sigma} is {'non-negative' if pattern == '+' else 'non-positive'} but A = {A} "
+                f"is {'decreasing' if pattern == '+' else 'increasing'} on Θ = {fam.domain_text}: "
+                "R would have to decrease; use an activation of the other sign"
+            )
         # S ranges over [S_min, S_max] + κ; A over [A_min, A_max] on this part of Θ
         f_low, f_high = (F_minus_inf, F_plus_inf) if pattern == "+" else (F_plus_inf, F_minus_inf)
         a_start = _value_at_end(A, theta, part.start, part)
@@ -472,11 +502,15 @@ def _from_activation(fam: Family, activation, kappa) -> Link:
             k = _anchor(fam, sigma, pattern, part, f_high, a_high, high_end, -1, notes)
         else:
             k = sp.Integer(0)
-            notes.append("kappa is free here (A is unbounded on both sides of its branch): "
-                         "S(0) = kappa = 0 was chosen; pass kappa= to choose another")
+            notes.append(
+                "kappa is free here (A is unbounded on both sides of its branch): "
+                "S(0) = kappa = 0 was chosen; pass kappa= to choose another"
+            )
         if (f_low + k) < a_low or (f_high + k) > a_high:
-            raise LinkError(f"no valid R: S(eta) = ∫sigma + kappa ranges over [{f_low + k}, {f_high + k}], "
-                            f"outside A(Θ) = [{a_low}, {a_high}] for family '{fam.name}' with kappa = {k}")
+            raise LinkError(
+                f"no valid R: S(eta) = ∫sigma + kappa ranges over [{f_low + k}, {f_high + k}], "
+                f"outside A(Θ) = [{a_low}, {a_high}] for family '{fam.name}' with kappa = {k}"
+            )
         parts = (part, part)
 
     def s_values(F, side):
@@ -498,7 +532,9 @@ def _from_activation(fam: Family, activation, kappa) -> Link:
             left_inv, s_left = _inverse(fam, parts[0], s_values(F_left, -1))
             right_inv, s_right = _inverse(fam, parts[1], s_values(F_right, +1))
         else:
-            left_inv, s_left = right_inv, s_right = _inverse(fam, parts[0], s_values(F_left, -1) + s_values(F_right, +1))
+            left_inv, s_left = right_inv, s_right = _inverse(
+                fam, parts[0], s_values(F_left, -1) + s_values(F_right, +1)
+            )
         left = _branch(left_inv.subs(s_left, F_left + k), point, -1)
         right = _branch(right_inv.subs(s_right, F_right + k), point, +1)
         R = _assemble(left, right, point)
@@ -521,14 +557,18 @@ def _anchor(fam, sigma, pattern, part, f_end, a_end, theta_end, inward: int, not
     """
     word = "below" if inward > 0 else "above"
     if not f_end.is_finite:
-        raise LinkError(f"no valid R: S(eta) = ∫sigma + kappa is unbounded {word} but A is bounded {word} by "
-                        f"{a_end} on {_interval_text(part)} (family '{fam.name}'); choose an activation whose "
-                        f"integral is bounded {word}")
+        raise LinkError(
+            f"no valid R: S(eta) = ∫sigma + kappa is unbounded {word} but A is bounded {word} by "
+            f"{a_end} on {interval_text(part)} (family '{fam.name}'); choose an activation whose "
+            f"integral is bounded {word}"
+        )
     k = a_end - f_end
     if theta_end not in fam.domain and _attains(sigma, pattern, low=inward > 0):
         k += inward
-        notes.append(f"kappa is not fixed by the family: A({theta_end}) = {a_end} is outside Θ and S would "
-                     f"reach it, so kappa = {k} (one unit inside); pass kappa= to choose another")
+        notes.append(
+            f"kappa is not fixed by the family: A({theta_end}) = {a_end} is outside Θ and S would "
+            f"reach it, so kappa = {k} (one unit inside); pass kappa= to choose another"
+        )
     return k
 
 
@@ -544,13 +584,23 @@ def _check_monotone(R):
     f = _evaluator(R)
     with mpmath.workdps(_DPS):
         values = [f(x) for x in ETA_SAMPLES]
-        decreasing = [(x0, x1) for (x0, v0), (x1, v1) in zip(zip(ETA_SAMPLES, values), zip(ETA_SAMPLES[1:], values[1:]))
-                      if v1 < v0 - _REL_TOL * (1 + abs(v0))]
+        decreasing = [
+            (x0, x1)
+            for (x0, v0), (x1, v1) in zip(zip(ETA_SAMPLES, values), zip(ETA_SAMPLES[1:], values[1:]))
+            if v1 < v0 - _REL_TOL * (1 + abs(v0))
+        ]
     for x0, x1 in decreasing[:1]:
         raise LinkError(f"derived R = {R} decreases between eta = {mpmath.nstr(x0, 6)} and {mpmath.nstr(x1, 6)}")
 
 
-def link(family, reparam=None, activation=None, *, kappa=None, **parameters) -> Link:
+def link(
+    family: str | Family,
+    reparam: str | sp.Expr | None = None,
+    activation: str | sp.Expr | None = None,
+    *,
+    kappa: str | float | None = None,
+    **parameters: str | float,
+) -> Link:
     """Derive ``(σ, ρ, R)`` for ``family`` from a reparameterisation or a target activation.
 
     ``family`` is a registered name or a :class:`Family`; ``parameters`` override its parameter

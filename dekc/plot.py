@@ -16,11 +16,20 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import validate
 from .errors import InputError
+from .kernel import Kernel
+
+if TYPE_CHECKING:  # matplotlib is imported only when a figure is drawn
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+PathLike = str | os.PathLike
 
 __all__ = ["heatmap", "heatmaps", "convergence", "fixed_point_residuals", "benchmark_chart"]
 
@@ -29,7 +38,10 @@ _DPI = 120
 
 def _pyplot():
     """matplotlib.pyplot, selecting the ``Agg`` backend when no backend has been chosen."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError as exc:  # pragma: no cover - depends on the installation
+        raise ImportError("dekc.plot needs matplotlib, an optional dependency: pip install 'dekc[plot]'") from exc
 
     if "matplotlib.pyplot" not in sys.modules and not os.environ.get("MPLBACKEND"):
         matplotlib.use("Agg")
@@ -48,7 +60,15 @@ def _save(fig, path):
 
 # -- benchmark chart --------------------------------------------------------------------------------
 
-def benchmark_chart(table, *, path=None, title=None, metric="test RMSE", normalise=True):
+
+def benchmark_chart(
+    table: Mapping[str, Mapping[str, tuple[float, float]]],
+    *,
+    path: PathLike | None = None,
+    title: str | None = None,
+    metric: str = "test RMSE",
+    normalise: bool = True,
+) -> Figure:
     """Grouped bar chart of a benchmark: one group per data set, one bar per kernel, with error bars.
 
     ``table`` is ``{dataset: {kernel: (mean, standard_error)}}``; kernels missing from a data set
@@ -64,21 +84,27 @@ def benchmark_chart(table, *, path=None, title=None, metric="test RMSE", normali
     rows = {}
     for dataset, results in table.items():
         if not isinstance(results, Mapping) or not results:
-            raise InputError(f"table[{dataset!r}] must be a non-empty dict {{kernel: (mean, standard_error)}}, "
-                             f"got {results!r}")
+            raise InputError(
+                f"table[{dataset!r}] must be a non-empty dict {{kernel: (mean, standard_error)}}, got {results!r}"
+            )
         row = {}
         for kernel, value in results.items():
             try:
                 mean, se = (float(v) for v in value)
             except (TypeError, ValueError):
-                raise InputError(f"table[{dataset!r}][{kernel!r}] must be a pair (mean, standard_error) of numbers, "
-                                 f"got {value!r}") from None
+                raise InputError(
+                    f"table[{dataset!r}][{kernel!r}] must be a pair (mean, standard_error) of numbers, got {value!r}"
+                ) from None
             if not math.isfinite(mean) or math.isinf(se) or se < 0:
-                raise InputError(f"table[{dataset!r}][{kernel!r}] = {value!r}: the mean must be finite and the "
-                                 "standard error finite and non-negative (NaN: unknown, no error bar)")
+                raise InputError(
+                    f"table[{dataset!r}][{kernel!r}] = {value!r}: the mean must be finite and the "
+                    "standard error finite and non-negative (NaN: unknown, no error bar)"
+                )
             if normalise and mean <= 0:
-                raise InputError(f"table[{dataset!r}][{kernel!r}] has mean {mean!r}: normalising by the best mean "
-                                 "needs positive means (pass normalise=False)")
+                raise InputError(
+                    f"table[{dataset!r}][{kernel!r}] has mean {mean!r}: normalising by the best mean "
+                    "needs positive means (pass normalise=False)"
+                )
             row[str(kernel)] = (mean, se)
             if str(kernel) not in kernels:
                 kernels.append(str(kernel))
@@ -115,12 +141,23 @@ def benchmark_chart(table, *, path=None, title=None, metric="test RMSE", normali
 
 # -- heat maps --------------------------------------------------------------------------------------
 
+
 def _kernel_matrix(K, name="K"):
     """A finite square Gram matrix (pass ``ker.gram(X)`` with ``Y`` omitted)."""
     return validate.square_matrix(K, name)
 
 
-def heatmap(K, *, ax=None, title=None, path=None, cmap="viridis", colorbar=True, vmin=None, vmax=None):
+def heatmap(
+    K: ArrayLike,
+    *,
+    ax: Axes | None = None,
+    title: str | None = None,
+    path: PathLike | None = None,
+    cmap: str = "viridis",
+    colorbar: bool = True,
+    vmin: float | None = None,
+    vmax: float | None = None,
+) -> Figure:
     """A heat map of one square kernel matrix ``K`` (rows top to bottom, as the matrix reads).
 
     Draws into ``ax`` when given (its figure is returned and saved), else into a new figure.
@@ -142,7 +179,14 @@ def heatmap(K, *, ax=None, title=None, path=None, cmap="viridis", colorbar=True,
     return _save(fig, path)
 
 
-def heatmaps(kernels, *, path=None, title=None, shared_scale=True, cmap="viridis"):
+def heatmaps(
+    kernels: Mapping[str, ArrayLike],
+    *,
+    path: PathLike | None = None,
+    title: str | None = None,
+    shared_scale: bool = True,
+    cmap: str = "viridis",
+) -> Figure:
     """Side-by-side heat maps of several square kernel matrices, ``{panel title: K}``.
 
     With ``shared_scale=True`` (default) all panels use one colour scale (the range over all
@@ -154,8 +198,13 @@ def heatmaps(kernels, *, path=None, title=None, shared_scale=True, cmap="viridis
     plt = _pyplot()
     # each panel with its own colour bar needs room for it: a constrained layout keeps the bars
     # off the next panel's labels
-    fig, axes = plt.subplots(1, len(mats), figsize=((4.0 if shared_scale else 4.4) * len(mats) + 0.8, 4.0),
-                             squeeze=False, layout=None if shared_scale else "constrained")
+    fig, axes = plt.subplots(
+        1,
+        len(mats),
+        figsize=((4.0 if shared_scale else 4.4) * len(mats) + 0.8, 4.0),
+        squeeze=False,
+        layout=None if shared_scale else "constrained",
+    )
     axes = axes[0]
     lo = min(float(K.min()) for K in mats.values()) if shared_scale else None
     hi = max(float(K.max()) for K in mats.values()) if shared_scale else None
@@ -169,6 +218,7 @@ def heatmaps(kernels, *, path=None, title=None, shared_scale=True, cmap="viridis
 
 
 # -- convergence ------------------------------------------------------------------------------------
+
 
 def _series(residuals, labels):
     """Normalise the accepted ``residuals`` forms to a list of (label, 1-d array)."""
@@ -187,8 +237,10 @@ def _series(residuals, labels):
         elif arr is None and isinstance(residuals, Sequence) and not isinstance(residuals, str):
             seqs = list(residuals)
         else:
-            raise InputError("residuals must be a sequence of numbers, a list of such sequences, or a dict "
-                             f"label -> sequence; got {type(residuals).__name__} of shape {np.shape(residuals)}")
+            raise InputError(
+                "residuals must be a sequence of numbers, a list of such sequences, or a dict "
+                f"label -> sequence; got {type(residuals).__name__} of shape {np.shape(residuals)}"
+            )
         if labels is not None:
             labels = [str(label) for label in labels]
             if len(labels) != len(seqs):
@@ -210,7 +262,14 @@ def _series(residuals, labels):
     return out
 
 
-def convergence(residuals, *, labels=None, path=None, title=None, ylabel="max relative residual"):
+def convergence(
+    residuals: ArrayLike | Sequence[ArrayLike] | Mapping[str, ArrayLike],
+    *,
+    labels: Sequence[str] | None = None,
+    path: PathLike | None = None,
+    title: str | None = None,
+    ylabel: str = "max relative residual",
+) -> Figure:
     """Fixed-point convergence: residual against iteration ``t = 1, 2, ...`` on a log y-axis.
 
     ``residuals`` is one sequence, a list of sequences (``labels`` names them) or a dict
@@ -236,7 +295,7 @@ def convergence(residuals, *, labels=None, path=None, title=None, ylabel="max re
     return _save(fig, path)
 
 
-def fixed_point_residuals(ker, X, *, lam, steps=30, **gram_kwargs):
+def fixed_point_residuals(ker: Kernel, X: ArrayLike, *, lam: float, steps: int = 30, **gram_kwargs: Any) -> np.ndarray:
     """The distance of the T-step kernel from the DEKer for ``T = 1, ..., steps``.
 
     Returns a float64 array ``r`` of length ``steps`` with
@@ -263,6 +322,5 @@ def fixed_point_residuals(ker, X, *, lam, steps=30, **gram_kwargs):
         if stack.shape != (len(ts), *K_star.shape):
             raise InputError("unexpected shape")
     except InputError:
-        stack = [np.asarray(ker.gram(X, lam=lam, steps=t, psi0="input", **gram_kwargs), dtype=np.float64)
-                 for t in ts]
+        stack = [np.asarray(ker.gram(X, lam=lam, steps=t, psi0="input", **gram_kwargs), dtype=np.float64) for t in ts]
     return np.array([float(np.max(np.abs(K_t - K_star) / scale)) for K_t in stack])

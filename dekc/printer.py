@@ -4,10 +4,10 @@
 entry; anything else raises :class:`UnprintableError`, so no expression silently falls back to
 ``math`` or ``mpmath`` (which break under ``jit``). Safety rules:
 
-* ``asin``/``acos`` print as the helpers ``_asin``/``_acos`` of :data:`HELPERS` (which every
+* ``asin``/``acos`` print as the helpers ``_asin``/``_acos`` of :data:`ARC_HELPERS` (which every
   generated module carries): they clip their argument to ``[-1, 1]`` (rounding can push
   ``c/√(ab)`` past 1) and are within 2 ulp of the exact value, with finite gradients inside
-  ``(-1, 1)``; they are polynomial, so about ten times faster than XLA's ``arcsin`` on CPU;
+  ``(-1, 1)``; being polynomial, they are cheaper than XLA's ``arcsin`` on CPU;
 * ``Piecewise`` prints with the double-``where`` pattern: inside each branch every variable is
   replaced by ``jnp.where(cond, x, x_safe)`` with ``x_safe`` a point where the branch is valid, so
   the branch not taken is evaluated at a harmless point and cannot poison values or gradients
@@ -27,14 +27,26 @@ import re
 import sympy as sp
 
 from .errors import UnprintableError
+from .expressions import NormalCdf
 
 # asin(z) = z + z t P(t), t = z² ≤ 1/4: P interpolates (asin(√t)/√t − 1)/t at 13 Chebyshev nodes of
-# [0, 1/4] (computed with mpmath at 50 digits; interpolation error 1.5e-17; the tests recompute the
-# coefficients and check the helpers against mpmath). |x| > 1/2 uses asin(x) = π/2 − 2 asin(√((1 − |x|)/2)).
-_ASIN_P = (0.16666666666666669, 0.07499999999998433, 0.04464285714635543, 0.030381944138531247,
-           0.02237217294214989, 0.017352392720869973, 0.013971212973552933, 0.011479177415184906,
-           0.01032281435018578, 0.005457506718640358, 0.01740087944269402, -0.014851887071247204,
-           0.028757851367421566)
+# [0, 1/4] (interpolation error 1.5e-17). tools/precompute_arcsine.py regenerates these constants
+# with mpmath at 50 digits; the tests check them against it and the helpers against mpmath. |x| > 1/2 uses asin(x) = π/2 − 2 asin(√((1 − |x|)/2)).
+_ASIN_P = (
+    0.16666666666666669,
+    0.07499999999998433,
+    0.04464285714635543,
+    0.030381944138531247,
+    0.02237217294214989,
+    0.017352392720869973,
+    0.013971212973552933,
+    0.011479177415184906,
+    0.01032281435018578,
+    0.005457506718640358,
+    0.01740087944269402,
+    -0.014851887071247204,
+    0.028757851367421566,
+)
 _HALF_PI = (1.5707963267948966, 6.123233995736766e-17)  # π/2 as a double and its remainder
 _PI = (3.141592653589793, 1.2246467991473532e-16)
 
@@ -46,7 +58,7 @@ def _horner(coefficients, var: str) -> str:
     return out
 
 
-HELPERS = f'''def _arc_parts(x):
+ARC_HELPERS = f'''def _arc_parts(x):
     """x clipped to [-1, 1], |x| > 1/2, z and asin(z) - z with asin(x) = asin(z) (|x| <= 1/2) or
     pi/2 - 2 asin(z) (|x| > 1/2), z <= 1/2."""
     x = jnp.clip(x, -1.0, 1.0)
@@ -158,7 +170,7 @@ class JaxPrinter:
             return f"_acos({self._print(e.args[0])})"
         if isinstance(e, sp.atan2):
             return f"jnp.arctan2({self._print(e.args[0])}, {self._print(e.args[1])})"
-        if type(e).__name__ == "NormalCdf":
+        if isinstance(e, NormalCdf):
             return f"jsp.ndtr({self._print(e.args[0])})"
         if isinstance(e, sp.Heaviside):
             return f"jnp.heaviside({self._print(e.args[0])}, 0.5)"
@@ -171,8 +183,14 @@ class JaxPrinter:
         if isinstance(e, sp.Piecewise):
             return self._piecewise(list(e.args))
         if isinstance(e, sp.core.relational.Relational):
-            ops = {sp.StrictLessThan: "<", sp.LessThan: "<=", sp.StrictGreaterThan: ">",
-                   sp.GreaterThan: ">=", sp.Equality: "==", sp.Unequality: "!="}
+            ops = {
+                sp.StrictLessThan: "<",
+                sp.LessThan: "<=",
+                sp.StrictGreaterThan: ">",
+                sp.GreaterThan: ">=",
+                sp.Equality: "==",
+                sp.Unequality: "!=",
+            }
             return f"({self._print(e.lhs)} {ops[type(e)]} {self._print(e.rhs)})"
         if isinstance(e, sp.And):
             return "(" + " & ".join(self._print(a) for a in e.args) + ")"
@@ -206,8 +224,9 @@ class JaxPrinter:
         valid = sp.And(*(sp.Not(t) for t in taken), cond)
         if cond is sp.true or not rest:
             return self._guarded(value, valid)
-        return (f"jnp.where({self._print(cond)}, {self._guarded(value, valid)}, "
-                f"{self._piecewise(rest, taken + (cond,))})")
+        return (
+            f"jnp.where({self._print(cond)}, {self._guarded(value, valid)}, {self._piecewise(rest, taken + (cond,))})"
+        )
 
     def _guarded(self, value, valid) -> str:
         """``value`` with its variables moved to a safe point where ``valid`` is false."""
@@ -236,6 +255,7 @@ class _Log1p(sp.Function):
 def stabilise(expr):
     """Rewrite the numerically fragile forms above into their placeholders (before CSE, which
     would otherwise split them apart)."""
+
     def log_rule(arg):
         rest = arg - 1
         if arg.is_Add and 1 in arg.args:
@@ -266,8 +286,11 @@ _SAFE_CANDIDATES = (1.0, -1.0, 0.5, -0.5, 2.0, -2.0, 0.0, 4.0, -4.0, 0.25, -0.25
 
 def _safe_point(value, valid):
     """A point (one value per free symbol, tried jointly) where ``valid`` holds and ``value`` is finite."""
-    value = value.replace(_Expit, lambda x: 1 / (1 + sp.exp(-x))).replace(
-        _Softplus, lambda x: sp.log(1 + sp.exp(x))).replace(_Log1p, lambda x: sp.log(1 + x))
+    value = (
+        value.replace(_Expit, lambda x: 1 / (1 + sp.exp(-x)))
+        .replace(_Softplus, lambda x: sp.log(1 + sp.exp(x)))
+        .replace(_Log1p, lambda x: sp.log(1 + x))
+    )
     symbols = sorted(value.free_symbols | valid.free_symbols, key=str)
     if len(symbols) > 3:
         return None
@@ -289,8 +312,9 @@ def jax_source(expr, names: dict) -> str:
     return JaxPrinter(names).doprint(expr)
 
 
-def function_source(name: str, args: list[str], expr, names: dict, *, prelude=(), doc: str = "",
-                    result: str = "{}") -> str:
+def function_source(
+    name: str, args: list[str], expr, names: dict, *, prelude=(), doc: str = "", result: str = "{}"
+) -> str:
     """Source of ``def name(*args)`` returning ``expr`` (or a tuple of expressions).
 
     Repeated subexpressions become temporaries ``_t0, _t1, ...`` (``sympy.cse``), except in

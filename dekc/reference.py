@@ -9,7 +9,7 @@ the kinks of its function (``H(0) = 1/2``), and fixed points are roots found by
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import mpmath
 import sympy as sp
@@ -37,7 +37,7 @@ def _gaussian_integral(h: Callable, points, scale, shift=0):
     points = list(points) + [sign * mpmath.mpf(x) for x in (0.5, 2, 8) for sign in (-1, 1)]  # resolve saturation
     splits = sorted({(p - shift) / scale for p in points if abs((p - shift) / scale) < cut}) if scale != 0 else []
     nodes = [-cut, *splits, cut]
-    density = lambda z: mpmath.exp(-z * z / 2) / mpmath.sqrt(2 * mpmath.pi)  # noqa: E731
+    density = lambda z: mpmath.exp(-z * z / 2) / mpmath.sqrt(2 * mpmath.pi)
     return mpmath.quad(lambda z: h(z) * density(z), nodes, method="gauss-legendre")
 
 
@@ -62,7 +62,9 @@ def expectation(f, g, a, b, c, dps: int = DEFAULT_DPS):
         # the inner mean ρ√b z₁ crossing g's kinks and features is where the outer integrand bends
         g_marks = g_kinks + [sign * mpmath.mpf(x) for x in (0.5, 2, 8) for sign in (-1, 1)]
         outer_points = f_kinks + ([p / (rho * sb) * sa for p in g_marks] if rho * sb != 0 else [])
-        result = _gaussian_integral(lambda z1: fn(sa * z1) * inner(z1), outer_points, sa) if sa != 0 else fn(0) * inner(0)
+        result = (
+            _gaussian_integral(lambda z1: fn(sa * z1) * inner(z1), outer_points, sa) if sa != 0 else fn(0) * inner(0)
+        )
     with mpmath.workdps(dps):
         return +result
 

@@ -13,8 +13,8 @@ import os
 import re
 import threading
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import mpmath
 import sympy as sp
@@ -36,7 +36,8 @@ OBJECT_SOURCE = "<Family object>"
 _NOT_ANALYTIC = (sp.Heaviside, sp.Max, sp.Min, sp.Abs, sp.sign, sp.Piecewise, sp.DiracDelta)
 
 
-def _interval_text(interval: sp.Interval) -> str:
+def interval_text(interval: sp.Interval) -> str:
+    """An interval as text, e.g. ``(0, oo)`` or ``[0, 1]``."""
     left = "(" if interval.left_open else "["
     right = ")" if interval.right_open else "]"
     return f"{left}{interval.start}, {interval.end}{right}"
@@ -46,7 +47,7 @@ def parse_interval(text: str, symbols: Mapping[str, sp.Symbol], *, source: str, 
     """``"(-oo, 0]"`` and the like -> a sympy Interval; infinite ends must be open."""
     match = re.fullmatch(r"\s*([\(\[])(.*),(.*)([\)\]])\s*", text) if isinstance(text, str) else None
     if match is None:
-        raise FamilyError(source, field, f"{text!r} is not an interval; write e.g. \"(-oo, oo)\" or \"(-oo, 0]\"")
+        raise FamilyError(source, field, f'{text!r} is not an interval; write e.g. "(-oo, oo)" or "(-oo, 0]"')
     left, lo_text, hi_text, right = match.groups()
     try:
         lo = parse_expression(lo_text, symbols, what="lower end", allow_infinite=True)
@@ -139,7 +140,7 @@ class Family:
 
     @property
     def domain_text(self) -> str:
-        return _interval_text(self.domain)
+        return interval_text(self.domain)
 
     @property
     def T(self) -> sp.Expr:
@@ -159,13 +160,14 @@ class Family:
         """Whether ``R = id`` maps the real line into ``Θ`` (only when ``Θ = ℝ``)."""
         return self.domain == sp.Interval(-sp.oo, sp.oo)
 
-    def with_parameters(self, **values) -> "Family":
+    def with_parameters(self, **values: str | float) -> Family:
         """The same family with some parameter values changed (validated again)."""
         unknown = set(values) - set(self.parameters)
         if unknown:
             have = ", ".join(self.parameters) or "none"
             raise FamilyError(
-                self.source, "parameters",
+                self.source,
+                "parameters",
                 f"unknown parameter(s) {sorted(unknown)} for family '{self.name}'; it has: {have}",
             )
         new = dict(self.parameters)
@@ -195,13 +197,23 @@ def _validate(fam: Family) -> str:
     """Check a Family's fields; return how convexity was established."""
     src = fam.source
     if not isinstance(fam.name, str) or not _NAME.match(fam.name):
-        raise FamilyError(src, "name", f"{fam.name!r} is not a valid name: use lower-case letters, digits and '_', starting with a letter")
+        raise FamilyError(
+            src,
+            "name",
+            f"{fam.name!r} is not a valid name: use lower-case letters, digits and '_', starting with a letter",
+        )
     if not isinstance(fam.theta, sp.Symbol) or fam.theta.name in _RESERVED:
-        raise FamilyError(src, "natural_parameter", f"{fam.theta!r} must be a symbol not named y, eta, a constant or a function")
+        raise FamilyError(
+            src, "natural_parameter", f"{fam.theta!r} must be a symbol not named y, eta, a constant or a function"
+        )
     for key, value in fam.parameters.items():
         if not isinstance(key, str) or not _IDENT.match(key) or key in _RESERVED or key == fam.theta.name:
-            raise FamilyError(src, f"parameters.{key}", "parameter names must be identifiers other than y, eta, the natural parameter, constants and function names")
-        fam.parameters[key] = _parameter_value(value, src, f"parameters.{key}")
+            raise FamilyError(
+                src,
+                f"parameters.{key}",
+                "parameter names must be identifiers other than y, eta, the natural parameter, constants and function names",
+            )
+        fam.parameters[key] = _parameter_value(value, src, f"parameters.{key}")  # type: ignore[index]
     params = set(fam.parameter_symbols.values())
     expected = {
         "log_partition": (fam.log_partition, {fam.theta} | params),
@@ -222,15 +234,25 @@ def _validate(fam: Family) -> str:
         raise FamilyError(src, "log_partition", f"A must depend on the natural parameter {fam.theta}")
     kinked = [type(e).__name__ for e in sp.preorder_traversal(fam.log_partition) if isinstance(e, _NOT_ANALYTIC)]
     if kinked:
-        raise FamilyError(src, "log_partition", f"A uses {', '.join(sorted(set(kinked)))}, but the log-partition "
-                          "function of an exponential family is analytic inside its natural domain; write A without "
-                          "kinks or steps and restrict natural_domain instead")
+        raise FamilyError(
+            src,
+            "log_partition",
+            f"A uses {', '.join(sorted(set(kinked)))}, but the log-partition "
+            "function of an exponential family is analytic inside its natural domain; write A without "
+            "kinks or steps and restrict natural_domain instead",
+        )
 
     if not isinstance(fam.natural_domain, sp.Interval):
         raise FamilyError(src, "natural_domain", f"expected a sympy Interval, got {fam.natural_domain!r}")
     domain = fam.domain
-    if not isinstance(domain, sp.Interval) or domain.measure == 0 or not all(e.is_extended_real for e in (domain.start, domain.end)):
-        raise FamilyError(src, "natural_domain", f"{fam.natural_domain} is not a non-empty real interval with these parameters")
+    if (
+        not isinstance(domain, sp.Interval)
+        or domain.measure == 0
+        or not all(e.is_extended_real for e in (domain.start, domain.end))
+    ):
+        raise FamilyError(
+            src, "natural_domain", f"{fam.natural_domain} is not a non-empty real interval with these parameters"
+        )
     if not domain.start < domain.end:
         raise FamilyError(src, "natural_domain", f"lower end {domain.start} must be below upper end {domain.end}")
     return _check_convexity(fam.A, fam.theta, domain, src)
@@ -250,11 +272,19 @@ def _check_convexity(A: sp.Expr, theta: sp.Symbol, domain: sp.Interval, src: str
             except (ValueError, ZeroDivisionError, OverflowError, TypeError):
                 a_value = d2_value = mpmath.nan
             if not (mpmath.isfinite(a_value) and mpmath.isfinite(d2_value)) or mpmath.im(a_value) != 0:
-                raise FamilyError(src, "log_partition", f"A is not finite and real at θ = {mpmath.nstr(point, 8)} inside Θ = {_interval_text(domain)}; check A or narrow natural_domain")
+                raise FamilyError(
+                    src,
+                    "log_partition",
+                    f"A is not finite and real at θ = {mpmath.nstr(point, 8)} inside Θ = {interval_text(domain)}; check A or narrow natural_domain",
+                )
             curvature.append(mpmath.re(d2_value))
     worst = min(range(len(samples)), key=lambda k: curvature[k])
-    if curvature[worst] < -mpmath.mpf(10) ** -20 * (1 + max(abs(c) for c in curvature)):
-        raise FamilyError(src, "log_partition", f"A is not convex on Θ: A''({mpmath.nstr(samples[worst], 8)}) = {mpmath.nstr(curvature[worst], 8)} < 0")
+    if curvature[worst] < -(mpmath.mpf(10) ** -20) * (1 + max(abs(c) for c in curvature)):
+        raise FamilyError(
+            src,
+            "log_partition",
+            f"A is not convex on Θ: A''({mpmath.nstr(samples[worst], 8)}) = {mpmath.nstr(curvature[worst], 8)} < 0",
+        )
     if max(curvature) <= 0:
         raise FamilyError(src, "log_partition", "A is linear on Θ (A'' = 0): the family would have zero variance")
     try:
@@ -286,12 +316,20 @@ def family_from_mapping(data: Mapping, source: str = "<mapping>") -> Family:
         raise FamilyError(source, "parameters", "expected a table such as [parameters] n = 1")
     theta_name = data.get("natural_parameter", "theta").strip()
     if not _IDENT.match(theta_name) or theta_name in _RESERVED:
-        raise FamilyError(source, "natural_parameter", f"{theta_name!r} must be an identifier other than y, eta, constants and function names")
+        raise FamilyError(
+            source,
+            "natural_parameter",
+            f"{theta_name!r} must be an identifier other than y, eta, constants and function names",
+        )
     theta = sp.Symbol(theta_name, real=True)
     values = {}
     for key, value in raw_params.items():
         if not _IDENT.match(key) or key in _RESERVED or key == theta_name:
-            raise FamilyError(source, f"parameters.{key}", "parameter names must be identifiers other than y, eta, the natural parameter, constants and function names")
+            raise FamilyError(
+                source,
+                f"parameters.{key}",
+                "parameter names must be identifiers other than y, eta, the natural parameter, constants and function names",
+            )
         values[key] = _parameter_value(value, source, f"parameters.{key}")
     psyms = {k: sp.Symbol(k, real=True) for k in values}
 
@@ -334,8 +372,9 @@ def load_family_file(path) -> Family:
     except tomllib.TOMLDecodeError as exc:
         raise FamilyError(source, "<toml>", f"not valid TOML: {exc}") from None
     except RecursionError:
-        raise FamilyError(source, "<toml>", "nested too deeply; a family file is a flat table with an optional "
-                          "[parameters] table") from None
+        raise FamilyError(
+            source, "<toml>", "nested too deeply; a family file is a flat table with an optional [parameters] table"
+        ) from None
     return family_from_mapping(data, source)
 
 
@@ -382,7 +421,7 @@ def families() -> list[str]:
         return sorted(_registry)
 
 
-def family(name, **parameters) -> Family:
+def family(name: str | Family, **parameters: str | float) -> Family:
     """The registered family ``name`` (or a Family, passed through), with optional parameter values."""
     if isinstance(name, Family):
         fam = name
@@ -400,7 +439,7 @@ def family(name, **parameters) -> Family:
     return fam.with_parameters(**parameters) if parameters else fam
 
 
-def register_family(source, *, replace: bool = False) -> Family:
+def register_family(source: str | os.PathLike | Family, *, replace: bool = False) -> Family:
     """Validate a family (a TOML path or a :class:`Family`) and register it under its name.
 
     Registering the same declaration twice is harmless; a different family under a taken name
@@ -417,7 +456,8 @@ def register_family(source, *, replace: bool = False) -> Family:
         existing = _registry.get(fam.name)
         if existing is not None and existing != fam and not replace:
             raise FamilyError(
-                fam.source, "name",
+                fam.source,
+                "name",
                 f"a different family named '{fam.name}' is already registered (from {existing.source}); "
                 "rename it or pass replace=True",
             )

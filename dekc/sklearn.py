@@ -49,15 +49,23 @@ import functools
 import numbers
 
 import numpy as np
-from sklearn.gaussian_process.kernels import Hyperparameter
-from sklearn.gaussian_process.kernels import Kernel as _SkKernel
+from numpy.typing import ArrayLike
 
-from ._jax import jax, jnp  # float64 enabled
+try:
+    from sklearn.gaussian_process.kernels import Hyperparameter
+    from sklearn.gaussian_process.kernels import Kernel as _SkKernel
+except ImportError as exc:  # pragma: no cover - depends on the installation
+    raise ImportError("dekc.sklearn needs scikit-learn, an optional dependency: pip install 'dekc[sklearn]'") from exc
+
 from . import validate
+from ._jax import jax, jnp  # float64 enabled
+from .compiler import compile_kernel
 from .errors import InputError
-from .kernel import compile_kernel
 
 __all__ = ["DEKernel"]
+
+#: a hyper-parameter's bounds: ``(low, high)``, ``"fixed"`` or (``lam`` only) ``"auto"``
+Bounds = tuple[float, float] | str
 
 _POSITIVE = ("feature_scale", "input_scale", "lam")
 _DIAG_BLOCK = 128  # diag(X): Gram matrices of diagonal blocks, O(n · block) entries
@@ -74,17 +82,21 @@ def _check_bounds(name, bounds):
     if isinstance(bounds, str):
         if bounds != "fixed":
             extra = ", 'auto'" if name == "lam" else ""
-            raise InputError(f"{name}_bounds must be 'fixed'{extra} or a pair (low, high) with 0 < low < high, "
-                             f"got {bounds!r}")
+            raise InputError(
+                f"{name}_bounds must be 'fixed'{extra} or a pair (low, high) with 0 < low < high, got {bounds!r}"
+            )
         return bounds
     try:
         lo, hi = (float(b) for b in np.asarray(bounds, dtype=float).reshape(-1))
     except (TypeError, ValueError):
-        raise InputError(f"{name}_bounds must be 'fixed' or a pair (low, high) with 0 < low < high, "
-                         f"got {bounds!r}") from None
+        raise InputError(
+            f"{name}_bounds must be 'fixed' or a pair (low, high) with 0 < low < high, got {bounds!r}"
+        ) from None
     if not (np.isfinite(lo) and np.isfinite(hi) and 0 < lo < hi):
-        raise InputError(f"{name}_bounds must be 'fixed' or a pair (low, high) with 0 < low < high (theta is the log "
-                         f"of the hyper-parameter), got {bounds!r}")
+        raise InputError(
+            f"{name}_bounds must be 'fixed' or a pair (low, high) with 0 < low < high (theta is the log "
+            f"of the hyper-parameter), got {bounds!r}"
+        )
     return (lo, hi)
 
 
@@ -111,9 +123,22 @@ class DEKernel(_SkKernel):
         See the module docstring for the defaults.
     """
 
-    def __init__(self, family="gaussian", reparam=None, activation=None, lam=2.0, feature_scale=1.0,
-                 input_scale=1.0, bias=0.0, features="relu", steps=None, lam_bounds="auto",
-                 feature_scale_bounds=(1e-3, 1e3), input_scale_bounds=(1e-3, 1e3), bias_bounds="fixed"):
+    def __init__(
+        self,
+        family: str = "gaussian",
+        reparam: str | None = None,
+        activation: str | None = None,
+        lam: float = 2.0,
+        feature_scale: float = 1.0,
+        input_scale: float = 1.0,
+        bias: float = 0.0,
+        features: str = "relu",
+        steps: int | None = None,
+        lam_bounds: Bounds = "auto",
+        feature_scale_bounds: Bounds = (1e-3, 1e3),
+        input_scale_bounds: Bounds = (1e-3, 1e3),
+        bias_bounds: Bounds = "fixed",
+    ):
         self.family = family
         self.reparam = reparam
         self.activation = activation
@@ -140,13 +165,11 @@ class DEKernel(_SkKernel):
 
     @property
     def hyperparameter_feature_scale(self):
-        return Hyperparameter("feature_scale", "numeric",
-                              _check_bounds("feature_scale", self.feature_scale_bounds))
+        return Hyperparameter("feature_scale", "numeric", _check_bounds("feature_scale", self.feature_scale_bounds))
 
     @property
     def hyperparameter_input_scale(self):
-        return Hyperparameter("input_scale", "numeric",
-                              _check_bounds("input_scale", self.input_scale_bounds))
+        return Hyperparameter("input_scale", "numeric", _check_bounds("input_scale", self.input_scale_bounds))
 
     @property
     def hyperparameter_bias(self):
@@ -171,8 +194,10 @@ class DEKernel(_SkKernel):
             values[name] = validate.real(getattr(self, name), name, positive=True, what="DEKernel")
         b = validate.real(self.bias, "bias", what="DEKernel")
         if not self.hyperparameter_bias.fixed and b <= 0:
-            raise InputError(f"DEKernel: bias = {b!r} must be positive while it is a free (log-scale) hyper-parameter; "
-                             "use bias_bounds='fixed' for a zero or negative bias")
+            raise InputError(
+                f"DEKernel: bias = {b!r} must be positive while it is a free (log-scale) hyper-parameter; "
+                "use bias_bounds='fixed' for a zero or negative bias"
+            )
         values["bias"] = float(b)
         _ = self.hyperparameters  # validates every *_bounds
         steps = self.steps
@@ -184,7 +209,9 @@ class DEKernel(_SkKernel):
         return self.compiled.gram(X, Y, features=self.features, steps=self.steps, **values)
 
     # -- the sklearn kernel interface -------------------------------------------------------------
-    def __call__(self, X, Y=None, eval_gradient=False):
+    def __call__(
+        self, X: ArrayLike, Y: ArrayLike | None = None, eval_gradient: bool = False
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """``K(X, Y)``; with ``eval_gradient`` (only for ``Y=None``) also ``dK/dlog θ``, shape
         ``(n, n, n_free)`` in the order of ``theta``."""
         values = self._values()
@@ -213,29 +240,36 @@ class DEKernel(_SkKernel):
         J = jax.jacfwd(gram_of)(jnp.asarray([values[name] for name in names]))
         dK = np.stack([values[name] * np.asarray(J[..., names.index(name)]) for name in free], axis=-1)
         if not np.all(np.isfinite(dK)):
-            raise FloatingPointError("DEKernel: the gradient of the Gram matrix is not finite (the fixed point is "
-                                     f"singular at {values}); move lam away from its divergence bound")
+            raise FloatingPointError(
+                "DEKernel: the gradient of the Gram matrix is not finite (the fixed point is "
+                f"singular at {values}); move lam away from its divergence bound"
+            )
         return K, dK
 
-    def diag(self, X):
+    def diag(self, X: ArrayLike) -> np.ndarray:
         """``np.diag(self(X))`` without the off-diagonal blocks: identical inputs get this value."""
         values = self._values()
         X = _inputs(X, "X")
         out = np.empty(X.shape[0])
         for lo in range(0, X.shape[0], _DIAG_BLOCK):
-            out[lo:lo + _DIAG_BLOCK] = np.diag(np.asarray(self._gram(X[lo:lo + _DIAG_BLOCK], **values)))
+            out[lo : lo + _DIAG_BLOCK] = np.diag(np.asarray(self._gram(X[lo : lo + _DIAG_BLOCK], **values)))
         return out
 
-    def is_stationary(self):
+    def is_stationary(self) -> bool:
         """A DEKer depends on the inputs themselves (their norms), not only on ``x − x'``."""
         return False
 
     def __repr__(self):
-        link = (f"activation={self.activation!r}" if self.activation is not None
-                else f"reparam={self.reparam if self.reparam is not None else 'relu'!r}")
+        link = (
+            f"activation={self.activation!r}"
+            if self.activation is not None
+            else f"reparam={self.reparam if self.reparam is not None else 'relu'!r}"
+        )
         extra = "" if self.steps is None else f", steps={self.steps!r}"
-        return (f"DEKernel({self.family!r}, {link}, lam={_fmt(self.lam)}, feature_scale={_fmt(self.feature_scale)}, "
-                f"input_scale={_fmt(self.input_scale)}, bias={_fmt(self.bias)}, features={self.features!r}{extra})")
+        return (
+            f"DEKernel({self.family!r}, {link}, lam={_fmt(self.lam)}, feature_scale={_fmt(self.feature_scale)}, "
+            f"input_scale={_fmt(self.input_scale)}, bias={_fmt(self.bias)}, features={self.features!r}{extra})"
+        )
 
 
 def _inputs(X, name):

@@ -61,8 +61,9 @@ def real(value, name: str, *, positive: bool = False, nonnegative: bool = False,
     booleans, strings, ``None``, complex numbers (even with a zero imaginary part), arrays with
     more than one element, NaN and infinities.
     """
-    kind = "positive finite number" if positive else "non-negative finite number" if nonnegative \
-        else "finite real number"
+    kind = (
+        "positive finite number" if positive else "non-negative finite number" if nonnegative else "finite real number"
+    )
     where = f"{what}: " if what else ""
 
     def fail(extra=""):
@@ -96,8 +97,10 @@ def real_or_traced(value, name: str, *, positive: bool = False, nonnegative: boo
     """:func:`real`, except that a JAX tracer passes through (its dtype must be real)."""
     if is_traced(value):
         if np.issubdtype(np.dtype(value.dtype), np.complexfloating) or np.ndim(value) != 0:
-            raise InputError(f"{what + ': ' if what else ''}{name} must be a real scalar, got a traced value of "
-                             f"shape {np.shape(value)} and dtype {value.dtype}")
+            raise InputError(
+                f"{what + ': ' if what else ''}{name} must be a real scalar, got a traced value of "
+                f"shape {np.shape(value)} and dtype {value.dtype}"
+            )
         return value
     return real(value, name, positive=positive, nonnegative=nonnegative, what=what)
 
@@ -127,12 +130,15 @@ def _as_real_array(value, name: str) -> np.ndarray:
     if value is None or isinstance(value, (str, bytes)):
         raise InputError(f"{name} must be an array of numbers, got {_describe(value)}")
     if hasattr(value, "tocsr") or hasattr(value, "todense"):
-        raise InputError(f"{name} is a sparse matrix ({type(value).__name__}); pass a dense array, e.g. "
-                         f"{name}.toarray()")
+        raise InputError(
+            f"{name} is a sparse matrix ({type(value).__name__}); pass a dense array, e.g. {name}.toarray()"
+        )
     dtype = getattr(value, "dtype", None)
     if dtype is not None and np.issubdtype(np.dtype(dtype), np.complexfloating):
-        raise InputError(f"{name} has complex values (dtype {dtype}); dekc kernels take real inputs: pass the real "
-                         "part explicitly if that is what you mean")
+        raise InputError(
+            f"{name} has complex values (dtype {dtype}); dekc kernels take real inputs: pass the real "
+            "part explicitly if that is what you mean"
+        )
     try:
         array = np.asarray(value)
     except (ValueError, TypeError) as exc:
@@ -140,13 +146,20 @@ def _as_real_array(value, name: str) -> np.ndarray:
     if np.issubdtype(array.dtype, np.complexfloating):
         raise InputError(f"{name} has complex values; dekc kernels take real inputs")
     if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
-        if array.dtype == object and array.size and all(isinstance(v, (numbers.Real, np.number)) and
-                                                        not isinstance(v, (bool, np.bool_, complex))
-                                                        for v in array.reshape(-1)):
+        if (
+            array.dtype == object
+            and array.size
+            and all(
+                isinstance(v, (numbers.Real, np.number)) and not isinstance(v, (bool, np.bool_, complex))
+                for v in array.reshape(-1)
+            )
+        ):
             array = array.astype(np.float64)
         else:
-            raise InputError(f"{name} must contain real numbers, got an array of dtype {array.dtype}"
-                             + (" (ragged rows or non-numeric entries)" if array.dtype == object else ""))
+            raise InputError(
+                f"{name} must contain real numbers, got an array of dtype {array.dtype}"
+                + (" (ragged rows or non-numeric entries)" if array.dtype == object else "")
+            )
     if array.dtype == np.bool_:
         raise InputError(f"{name} is a boolean array; convert it to numbers explicitly (e.g. {name}.astype(float))")
     try:
@@ -172,16 +185,22 @@ def matrix(X, name: str):
         raise InputError(f"{name} must be a non-empty (n, p) array of inputs, got shape {tuple(X.shape)}")
     if isinstance(X, np.ndarray) and not np.all(np.isfinite(X)):
         row, col = np.argwhere(~np.isfinite(X))[0]
-        raise InputError(f"{name} contains NaN or infinite values ({name}[{row}, {col}] = {X[row, col]}); remove or "
-                         "impute them first")
+        raise InputError(
+            f"{name} contains NaN or infinite values ({name}[{row}, {col}] = {X[row, col]}); remove or "
+            "impute them first"
+        )
     return X
 
 
 def square_matrix(value, name: str, n: int | None = None) -> np.ndarray:
     """A finite real ``(n, n)`` array."""
     array = _as_real_array(value, name)
-    if array.ndim != 2 or array.shape[0] != array.shape[1] or array.shape[0] == 0 \
-            or (n is not None and array.shape[0] != n):
+    if (
+        array.ndim != 2
+        or array.shape[0] != array.shape[1]
+        or array.shape[0] == 0
+        or (n is not None and array.shape[0] != n)
+    ):
         want = f"({n}, {n})" if n is not None else "(n, n) (square, non-empty)"
         raise InputError(f"{name} must have shape {want}, got shape {array.shape}")
     if not np.all(np.isfinite(array)):
@@ -208,7 +227,9 @@ def input_moments(c, mu) -> tuple[np.ndarray, np.ndarray]:
     scale = float(np.max(np.abs(c)))
     if not np.allclose(c, c.T, rtol=1e-12, atol=1e-300):
         i, j = np.unravel_index(int(np.argmax(np.abs(c - c.T))), c.shape)
-        raise InputError(f"c must be symmetric (an input kernel): c[{i}, {j}] = {c[i, j]!r} but c[{j}, {i}] = {c[j, i]!r}")
+        raise InputError(
+            f"c must be symmetric (an input kernel): c[{i}, {j}] = {c[i, j]!r} but c[{j}, {i}] = {c[j, i]!r}"
+        )
     d = np.diagonal(c)
     if np.any(d < 0):
         k = int(np.argmin(d))
@@ -216,8 +237,10 @@ def input_moments(c, mu) -> tuple[np.ndarray, np.ndarray]:
     check_psd(c, "c")
     if np.any(mu**2 > d * (1 + 1e-12) + 1e-300 * (scale > 0)):
         k = int(np.argmax(mu**2 - d))
-        raise InputError(f"mu[{k}]^2 = {mu[k] ** 2!r} exceeds c[{k}, {k}] = {d[k]!r}: c = s^2 E[f f'] and "
-                         "mu = s E[f] need mu^2 <= c (Jensen)")
+        raise InputError(
+            f"mu[{k}]^2 = {mu[k] ** 2!r} exceeds c[{k}, {k}] = {d[k]!r}: c = s^2 E[f f'] and "
+            "mu = s E[f] need mu^2 <= c (Jensen)"
+        )
     return c, mu
 
 
@@ -226,16 +249,22 @@ def check_psd(c: np.ndarray, name: str) -> None:
     top = float(np.max(np.diagonal(c)))
     if top == 0:
         if np.any(c != 0):
-            raise InputError(f"{name} is not positive semi-definite: its diagonal is 0 but an off-diagonal entry is not")
+            raise InputError(
+                f"{name} is not positive semi-definite: its diagonal is 0 but an off-diagonal entry is not"
+            )
         return
     shifted = c / top + PSD_TOLERANCE * np.eye(c.shape[0])
     try:
         np.linalg.cholesky(shifted)
     except np.linalg.LinAlgError:
         smallest = float(np.linalg.eigvalsh(c / top)[0]) * top if c.shape[0] <= 4000 else None
-        detail = f"its smallest eigenvalue is {smallest:.3g}" if smallest is not None else "it has a negative eigenvalue"
-        raise InputError(f"{name} is not positive semi-definite: {detail}, below -{PSD_TOLERANCE:g} x max diagonal "
-                         f"({top:.3g}); an input kernel must be PSD (a Gram matrix of features)") from None
+        detail = (
+            f"its smallest eigenvalue is {smallest:.3g}" if smallest is not None else "it has a negative eigenvalue"
+        )
+        raise InputError(
+            f"{name} is not positive semi-definite: {detail}, below -{PSD_TOLERANCE:g} x max diagonal "
+            f"({top:.3g}); an input kernel must be PSD (a Gram matrix of features)"
+        ) from None
 
 
 def check_scale(values, name: str, *, what: str, advice: str) -> None:
@@ -247,11 +276,14 @@ def check_scale(values, name: str, *, what: str, advice: str) -> None:
     if bad.any():
         k = int(np.argmax(bad))
         side = "above" if not v[k] < SCALE_MAX else "below"
-        raise ScaleError(f"{what}: {name} = {v[k]:.3g} (entry {k}) is {side} the range [{SCALE_MIN:g}, {SCALE_MAX:g}] "
-                         f"in which dekc's float64 arithmetic is validated; {advice}")
+        raise ScaleError(
+            f"{what}: {name} = {v[k]:.3g} (entry {k}) is {side} the range [{SCALE_MIN:g}, {SCALE_MAX:g}] "
+            f"in which dekc's float64 arithmetic is validated; {advice}"
+        )
 
 
 # -- memory -------------------------------------------------------------------------------------------
+
 
 def _meminfo_available() -> float:
     try:
@@ -313,5 +345,7 @@ def check_memory(nbytes: float, what: str, advice: str) -> None:
     process may still allocate."""
     free = available_memory()
     if nbytes > free:
-        raise MemoryBudgetError(f"{what} needs about {_size(nbytes)} but only {_size(free)} of memory is available "
-                                f"to this process; {advice}")
+        raise MemoryBudgetError(
+            f"{what} needs about {_size(nbytes)} but only {_size(free)} of memory is available "
+            f"to this process; {advice}"
+        )

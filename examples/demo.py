@@ -48,8 +48,10 @@ def main():
     print("K[:4, :4] =\n" + np.array2string(K[:4, :4], precision=6))
     d = np.diag(K)
     limit = ker.gram(X, lam=lam, diagonal="limit")
-    print(f"diagonal k(x, x) in [{d.min():.4g}, {d.max():.4g}]; continuous part lim k(x, x') / k(x, x) = "
-          f"{np.mean(np.diag(limit) / d):.4f} (the nugget of a Heaviside rho)")
+    print(
+        f"diagonal k(x, x) in [{d.min():.4g}, {d.max():.4g}]; continuous part lim k(x, x') / k(x, x) = "
+        f"{np.mean(np.diag(limit) / d):.4f} (the nugget of a Heaviside rho)"
+    )
 
     print("\nT-step kernels approach the fixed point (all T from one iteration: steps=(1, ..., 20)):")
     stack = ker.gram(X, lam=lam, steps=tuple(range(1, 21)))
@@ -72,10 +74,18 @@ def main():
         np.save(OUT / f"{name}.npy", matrix)
     from dekc import plot
 
-    plot.heatmaps({f"DEKer (lam = {lam:g})": K, "NNGP (3 ReLU layers)": K_nngp}, shared_scale=False,
-                  title="Gram matrices on the 10 x 10 grid", path=OUT / "kernel.png")
-    plot.convergence({"max |K_T - K| / max |K|": gaps}, title="T-step kernels approach the DEKer",
-                     ylabel="relative distance", path=OUT / "convergence.png")
+    plot.heatmaps(
+        {f"DEKer (lam = {lam:g})": K, "NNGP (3 ReLU layers)": K_nngp},
+        shared_scale=False,
+        title="Gram matrices on the 10 x 10 grid",
+        path=OUT / "kernel.png",
+    )
+    plot.convergence(
+        {"max |K_T - K| / max |K|": gaps},
+        title="T-step kernels approach the DEKer",
+        ylabel="relative distance",
+        path=OUT / "convergence.png",
+    )
     written = sorted(p.name for p in OUT.iterdir() if p.suffix in (".npy", ".png"))
     print(f"\nwrote {', '.join(written)} to {OUT.resolve()}")
 
@@ -83,7 +93,7 @@ def main():
 def regression(ker):
     """Kernel ridge regression on the bundled yacht data (308 hulls, 6 inputs): one 80/20 split,
     inputs standardised; each kernel's hyper-parameters and the ridge chosen by 5-fold
-    cross-validation on the training part (a small grid; the full protocol is uci_benchmark.py)."""
+    cross-validation on the training part (a small grid; the full protocol is experiments/uci_benchmark.py)."""
     from scipy.linalg import cho_factor, cho_solve
 
     from dekc.datasets import load_uci
@@ -92,7 +102,7 @@ def regression(ker):
     X = (X - X.mean(0)) / X.std(0)
     rng = np.random.default_rng(0)
     order = rng.permutation(len(y))
-    train, test = order[: int(0.8 * len(y))], order[int(0.8 * len(y)):]
+    train, test = order[: int(0.8 * len(y))], order[int(0.8 * len(y)) :]
     mean, scale = y[train].mean(), y[train].std()
     target = (y - mean) / scale
 
@@ -107,14 +117,17 @@ def regression(ker):
         scores = {}
         for label, K in settings.items():
             for ridge in (0.01, 0.1):
-                scores[label, ridge] = np.mean([np.mean((fit_predict(K, np.setdiff1d(train, f), f, ridge)
-                                                         - target[f]) ** 2) for f in folds])
+                scores[label, ridge] = np.mean(
+                    [np.mean((fit_predict(K, np.setdiff1d(train, f), f, ridge) - target[f]) ** 2) for f in folds]
+                )
         label, ridge = min(scores, key=scores.get)
         rmse = np.sqrt(np.mean((fit_predict(settings[label], train, test, ridge) * scale + mean - y[test]) ** 2))
         return label, ridge, rmse
 
-    print(f"\nkernel ridge regression on yacht ({len(y)} hulls; 80/20 split, hyper-parameters and ridge by 5-fold CV "
-          "on the training part):")
+    print(
+        f"\nkernel ridge regression on yacht ({len(y)} hulls; 80/20 split, hyper-parameters and ridge by 5-fold CV "
+        "on the training part):"
+    )
     start = time.perf_counter()
     scales = (2.0, 8.0)
     distances = np.sum((X[:, None] - X[None]) ** 2, axis=-1)
@@ -127,15 +140,18 @@ def regression(ker):
             deker[f"T = 2, input scale {s:g}, feature scale {f:g}"] = K_two
     candidates = {
         "DEKer": deker,
-        "NNGP (ReLU)": {f"depth {depth}, input scale {s:g}": dekc.nngp("relu", depth)(X, input_scale=s, bias=1.0)
-                        for depth in (1, 3) for s in scales},
+        "NNGP (ReLU)": {
+            f"depth {depth}, input scale {s:g}": dekc.nngp("relu", depth)(X, input_scale=s, bias=1.0)
+            for depth in (1, 3)
+            for s in scales
+        },
         "RBF": {f"length scale {ell:g}": np.exp(-0.5 * distances / ell**2) for ell in (0.5, 1.0, 2.0, 4.0)},
     }
     for name, settings in candidates.items():
         label, ridge, rmse = cv_then_test(settings)
         print(f"  {name:12s} test RMSE {rmse:6.3f}   ({label}, ridge {ridge:g})")
     print("  (DEKer: lam = 1, bias = 1; NNGP: bias = 1)")
-    print(f"  ({time.perf_counter() - start:.1f} s; the full benchmark is examples/uci_benchmark.py)")
+    print(f"  ({time.perf_counter() - start:.1f} s; the full benchmark is experiments/uci_benchmark.py)")
 
 
 if __name__ == "__main__":  # dekc.verify runs reference integrals in worker processes

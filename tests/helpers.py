@@ -50,8 +50,10 @@ def outcome_table(folder) -> list[str]:
                 totals[(c, k)] += n
     categories = sorted({c for c, _ in totals})
     kinds = ("value", "typed error", "untyped", "wrong", "past budget")
-    lines = [f"{c:<13} {sum(totals[(c, k)] for k in kinds):>6} cases: "
-             + ", ".join(f"{k} {totals[(c, k)]}" for k in kinds) for c in categories]
+    lines = [
+        f"{c:<13} {sum(totals[(c, k)] for k in kinds):>6} cases: " + ", ".join(f"{k} {totals[(c, k)]}" for k in kinds)
+        for c in categories
+    ]
     target = os.environ.get("DEKC_PROPERTY_REPORT")
     if target and categories:
         with open(target, "w") as handle:

@@ -9,7 +9,7 @@ import pytest
 import dekc
 from dekc import reference
 from dekc.baselines import NNGP, NTK, nngp, ntk
-from dekc.kernel import InputError
+from dekc.errors import InputError
 
 RNG = np.random.default_rng(11)
 X = RNG.normal(size=(6, 3))
@@ -64,6 +64,7 @@ def assert_close(K, expected, tol):
 
 # -- against formulas ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("w, input_scale, bias", SETTINGS)
 def test_relu_nngp_depth1_is_the_arc_cosine_kernel(w, input_scale, bias):
     expected = relu_recursion(X, X, 1, w, input_scale, bias)[0]
@@ -80,10 +81,12 @@ def test_relu_ntk_follows_the_arc_cosine_recursion(depth, w, input_scale, bias):
 
 def test_relu_cross_gram_follows_the_recursion():
     expected_nngp, expected_ntk = relu_recursion(X, Y, 2, 1.5, 0.8, 0.3)
-    np.testing.assert_allclose(nngp("relu", 2, weight_variance=1.5)(X, Y, input_scale=0.8, bias=0.3), expected_nngp,
-                               rtol=1e-12)
-    np.testing.assert_allclose(ntk("relu", 2, weight_variance=1.5)(X, Y, input_scale=0.8, bias=0.3), expected_ntk,
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        nngp("relu", 2, weight_variance=1.5)(X, Y, input_scale=0.8, bias=0.3), expected_nngp, rtol=1e-12
+    )
+    np.testing.assert_allclose(
+        ntk("relu", 2, weight_variance=1.5)(X, Y, input_scale=0.8, bias=0.3), expected_ntk, rtol=1e-12
+    )
 
 
 @pytest.mark.parametrize("w, input_scale, bias", SETTINGS)
@@ -108,10 +111,16 @@ def test_relu_diagonal_halves_each_layer():
     """E[relu(u)²] = a/2 and E[H(u)²] = 1/2: Σ^L(x, x) = (w/2)^L ‖x̃‖², Θ^L(x, x) = (L + 1)(w/2)^L ‖x̃‖²."""
     w, depth = 1.7, 3
     norms = inputs(X, X, 0.6, 0.9)[0]
-    np.testing.assert_allclose(np.diagonal(nngp("relu", depth, weight_variance=w)(X, input_scale=0.6, bias=0.9)),
-                               (w / 2) ** depth * norms, rtol=1e-14)
-    np.testing.assert_allclose(np.diagonal(ntk("relu", depth, weight_variance=w)(X, input_scale=0.6, bias=0.9)),
-                               (depth + 1) * (w / 2) ** depth * norms, rtol=1e-14)
+    np.testing.assert_allclose(
+        np.diagonal(nngp("relu", depth, weight_variance=w)(X, input_scale=0.6, bias=0.9)),
+        (w / 2) ** depth * norms,
+        rtol=1e-14,
+    )
+    np.testing.assert_allclose(
+        np.diagonal(ntk("relu", depth, weight_variance=w)(X, input_scale=0.6, bias=0.9)),
+        (depth + 1) * (w / 2) ** depth * norms,
+        rtol=1e-14,
+    )
 
 
 def test_zero_input_has_zero_relu_kernel():
@@ -167,6 +176,7 @@ def test_repr_and_attributes():
 
 # -- gradients and jit -----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("activation, build, depth", KERNELS)
 def test_gradients_match_central_differences(activation, build, depth):
     K = build(activation, depth)
@@ -193,6 +203,7 @@ def test_jit_of_a_cross_gram_matches_eager():
 
 # -- argument errors -------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("depth", [0, -1, 1.5, True, "2"])
 def test_depth_must_be_a_positive_integer(depth):
     with pytest.raises(InputError, match="depth must be a positive integer"):
@@ -216,13 +227,16 @@ def test_unknown_activation_is_an_expression_error():
         nngp("eta + unknown", 1)
 
 
-@pytest.mark.parametrize("bad, Ybad, match", [
-    (np.zeros((2, 2, 2)), None, "X must be a non-empty"),
-    (np.zeros((0, 3)), None, "X must be a non-empty"),
-    (np.array([[1.0, np.nan]]), None, "X contains NaN"),
-    (X, np.array([[np.inf, 0.0, 1.0]]), "Y contains NaN"),
-    (X, np.zeros((2, 2)), "X has 3 columns and Y has 2"),
-])
+@pytest.mark.parametrize(
+    "bad, Ybad, match",
+    [
+        (np.zeros((2, 2, 2)), None, "X must be a non-empty"),
+        (np.zeros((0, 3)), None, "X must be a non-empty"),
+        (np.array([[1.0, np.nan]]), None, "X contains NaN"),
+        (X, np.array([[np.inf, 0.0, 1.0]]), "Y contains NaN"),
+        (X, np.zeros((2, 2)), "X has 3 columns and Y has 2"),
+    ],
+)
 def test_bad_inputs_raise(bad, Ybad, match):
     with pytest.raises(InputError, match=match):
         nngp("relu", 1)(bad, Ybad)

@@ -1,10 +1,10 @@
 """The command line: the families table, derived links, typed errors with exit status 2."""
 
 import subprocess
+import sys
 
 import numpy as np
 import pytest
-import sys
 
 import dekc
 import dekc.datasets
@@ -39,8 +39,10 @@ def test_errors_are_reported_not_raised(capsys):
 
 def test_family_file_option(tmp_path, capsys):
     path = tmp_path / "geometric.toml"
-    path.write_text('name = "geometric_cli"\nlog_partition = "-log(1 - exp(theta))"\n'
-                    'natural_domain = "(-oo, 0)"\nsufficient_statistic = "y"\nsupport = "nonnegative integers"\n')
+    path.write_text(
+        'name = "geometric_cli"\nlog_partition = "-log(1 - exp(theta))"\n'
+        'natural_domain = "(-oo, 0)"\nsufficient_statistic = "y"\nsupport = "nonnegative integers"\n'
+    )
     assert main(["--family-file", str(path), "link", "geometric_cli", "--activation", "exp"]) == 0
     assert "R          log(1 - exp(-exp(eta)))" in capsys.readouterr().out
 
@@ -62,8 +64,11 @@ def test_demo_runs(tmp_path):
     kernel = np.load(tmp_path / "demo_output" / "kernel.npy")
     assert kernel.shape == (100, 100) and np.allclose(kernel, kernel.T)
     assert "kernel ridge regression on yacht" in result.stdout
-    rmse = {line.split()[0]: float(line.split("test RMSE")[1].split()[0]) for line in result.stdout.splitlines()
-            if "test RMSE" in line}
+    rmse = {
+        line.split()[0]: float(line.split("test RMSE")[1].split()[0])
+        for line in result.stdout.splitlines()
+        if "test RMSE" in line
+    }
     assert set(rmse) == {"DEKer", "NNGP", "RBF"}
     y = dekc.datasets.load_uci("yacht")[1]
     assert all(0 < value < 0.5 * y.std() for value in rmse.values())  # far better than predicting the mean
@@ -83,12 +88,15 @@ def test_compile_writes_a_standalone_module(tmp_path, capsys):
     cache = fields["cache"]
     assert Path(cache).read_text() == target.read_text()
     # importable without dekc; at full correlation the pair update is the diagonal update
-    code = ("import sys, importlib.util; sys.modules['dekc'] = None\n"
-            "spec = importlib.util.spec_from_file_location('kernel', sys.argv[1])\n"
-            "k = importlib.util.module_from_spec(spec); spec.loader.exec_module(k)\n"
-            "print(float(k.update(0.7, 0.7, 0.7, 1.3, 0.2, 0.2, 2.0)), float(k.diagonal_update(0.7, 1.3, 0.2, 2.0)))")
-    result = subprocess.run([sys.executable, "-c", code, str(target)], check=False, capture_output=True, text=True,
-                            cwd=tmp_path)
+    code = (
+        "import sys, importlib.util; sys.modules['dekc'] = None\n"
+        "spec = importlib.util.spec_from_file_location('kernel', sys.argv[1])\n"
+        "k = importlib.util.module_from_spec(spec); spec.loader.exec_module(k)\n"
+        "print(float(k.update(0.7, 0.7, 0.7, 1.3, 0.2, 0.2, 2.0)), float(k.diagonal_update(0.7, 1.3, 0.2, 2.0)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(target)], check=False, capture_output=True, text=True, cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     pair, diagonal = map(float, result.stdout.split())
     assert abs(pair - diagonal) <= 1e-15 * abs(diagonal)
@@ -99,7 +107,9 @@ def test_verify_prints_the_table_and_exits_0(capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("item") and set(out[1].replace(" ", "")) == {"-"}
     assert any(line.startswith("K_rho_rho_one_point") for line in out)
-    assert out[-1].startswith("verify gaussian (reparam Max(0, eta)) at 16 digits") and "all within tolerance" in out[-1]
+    assert (
+        out[-1].startswith("verify gaussian (reparam Max(0, eta)) at 16 digits") and "all within tolerance" in out[-1]
+    )
 
 
 def test_verify_exits_1_for_a_wrong_kernel(monkeypatch, capsys):
@@ -110,8 +120,15 @@ def test_verify_exits_1_for_a_wrong_kernel(monkeypatch, capsys):
     ker = dekc.compile_kernel("gaussian", reparam="relu")
     module = types.SimpleNamespace(**vars(ker.module))
     module.K_sigma_sigma = lambda a, b, c: ker.module.K_sigma_sigma(a, b, c) * (1 + 1e-8)
-    wrong = types.SimpleNamespace(module=module, family=ker.family, sigma=ker.sigma, rho=ker.rho, methods=ker.methods,
-                                  error_bounds=ker.error_bounds, from_moments=ker.from_moments)
+    wrong = types.SimpleNamespace(
+        module=module,
+        family=ker.family,
+        sigma=ker.sigma,
+        rho=ker.rho,
+        methods=ker.methods,
+        error_bounds=ker.error_bounds,
+        from_moments=ker.from_moments,
+    )
     monkeypatch.setattr(dekc.cli, "compile_kernel", lambda *args, **kwargs: wrong)
     assert main(["verify", "gaussian", "--reparam", "relu", "--dps", "16", "--points", "0", "--fixed-points", "0"]) == 1
     out = capsys.readouterr().out
@@ -132,6 +149,7 @@ def test_compile_and_verify_report_bad_input(tmp_path, capsys):
 
 # -- dekc gram ---------------------------------------------------------------------------------------
 
+
 def test_gram_reads_csv_and_npy_and_writes_the_kernel(tmp_path, capsys):
     X = np.random.default_rng(3).normal(size=(6, 2))
     np.savetxt(tmp_path / "x.csv", X, delimiter=",", header="u,v", comments="")
@@ -139,28 +157,69 @@ def test_gram_reads_csv_and_npy_and_writes_the_kernel(tmp_path, capsys):
     expected = dekc.compile_kernel("gaussian", reparam="relu").gram(X, lam=3.0, bias=0.5)
     for name in ("x.csv", "x.npy"):
         out = tmp_path / f"K_{name}.npy"
-        assert main(["gram", str(tmp_path / name), "gaussian", "--reparam", "relu", "--lam", "3", "--bias", "0.5",
-                     "-o", str(out), "-q"]) == 0
+        assert (
+            main(
+                [
+                    "gram",
+                    str(tmp_path / name),
+                    "gaussian",
+                    "--reparam",
+                    "relu",
+                    "--lam",
+                    "3",
+                    "--bias",
+                    "0.5",
+                    "-o",
+                    str(out),
+                    "-q",
+                ]
+            )
+            == 0
+        )
         np.testing.assert_array_equal(np.load(out), expected)
     assert "wrote" in capsys.readouterr().out
     # a second input set and a stack of T-step kernels
     out = tmp_path / "KT.npy"
-    assert main(["gram", str(tmp_path / "x.csv"), "gaussian", "--reparam", "relu", "--y", str(tmp_path / "x.npy"),
-                 "--steps", "2,3", "-o", str(out), "-q"]) == 0
-    np.testing.assert_array_equal(np.load(out), dekc.compile_kernel("gaussian", reparam="relu").gram(X, X, steps=(2, 3)))
+    assert (
+        main(
+            [
+                "gram",
+                str(tmp_path / "x.csv"),
+                "gaussian",
+                "--reparam",
+                "relu",
+                "--y",
+                str(tmp_path / "x.npy"),
+                "--steps",
+                "2,3",
+                "-o",
+                str(out),
+                "-q",
+            ]
+        )
+        == 0
+    )
+    np.testing.assert_array_equal(
+        np.load(out), dekc.compile_kernel("gaussian", reparam="relu").gram(X, X, steps=(2, 3))
+    )
 
 
-@pytest.mark.parametrize("content, message", [
-    ("1,2\n3,x\n", "line 2, column 2: 'x' is not a number"),
-    ("1,2\n3\n", "line 2: 1 values where the first data row has 2"),
-    ("a,b\n", "header but no data rows"),
-    ("", "no data rows"),
-    ("1,2\n3,nan\n", "line 2, column 2"),
-    ("1,2\n,4\n", "an empty cell is not a number"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("1,2\n3,x\n", "line 2, column 2: 'x' is not a number"),
+        ("1,2\n3\n", "line 2: 1 values where the first data row has 2"),
+        ("a,b\n", "header but no data rows"),
+        ("", "no data rows"),
+        ("1,2\n3,nan\n", "line 2, column 2"),
+        ("1,2\n,4\n", "an empty cell is not a number"),
+    ],
+)
 def test_gram_reports_bad_files(tmp_path, capsys, content, message):
     (tmp_path / "bad.csv").write_text(content)
-    assert main(["gram", str(tmp_path / "bad.csv"), "gaussian", "--reparam", "relu", "-o", str(tmp_path / "K.npy")]) == 2
+    assert (
+        main(["gram", str(tmp_path / "bad.csv"), "gaussian", "--reparam", "relu", "-o", str(tmp_path / "K.npy")]) == 2
+    )
     assert message in capsys.readouterr().err
     assert not (tmp_path / "K.npy").exists()
 

@@ -23,7 +23,7 @@ import sympy as sp
 
 import dekc
 from dekc import reference
-from dekc.expectations import A, B, C
+from dekc.gaussian import A, B, C
 
 GENERIC = [(1.3, 0.7, 0.4), (1.3, 0.7, -0.55)]
 EDGES = [(2.0, 0.5, 1.0), (2.0, 0.5, -1.0), (0.0, 1.7, 0.0)]
@@ -45,8 +45,18 @@ BOUNDED_SCALES = tuple(GENERIC[1:] + EDGES[1:] + SCALES[:1] + [(0.02, 50.0, 0.9)
 
 CHECKS = [
     # piecewise polynomials, all derived by Price's theorem
-    Check("relu", "relu", fast=tuple(GENERIC[:1] + EDGES[:1] + SCALES[1:2]), slow=tuple(GENERIC[1:] + EDGES[1:] + SCALES[:1] + SCALES[2:])),
-    Check("heaviside", "heaviside", fast=tuple(GENERIC[:1] + EDGES[1:2]), slow=tuple(GENERIC[1:] + EDGES[:1] + EDGES[2:] + SCALES)),
+    Check(
+        "relu",
+        "relu",
+        fast=tuple(GENERIC[:1] + EDGES[:1] + SCALES[1:2]),
+        slow=tuple(GENERIC[1:] + EDGES[1:] + SCALES[:1] + SCALES[2:]),
+    ),
+    Check(
+        "heaviside",
+        "heaviside",
+        fast=tuple(GENERIC[:1] + EDGES[1:2]),
+        slow=tuple(GENERIC[1:] + EDGES[:1] + EDGES[2:] + SCALES),
+    ),
     Check("relu", "heaviside"),
     Check("heaviside", "relu"),
     Check("Max(eta, 0)**2", "Max(eta, 0)**3"),
@@ -75,10 +85,28 @@ CHECKS = [
     Check("exp(-eta**2)", "erf", fast=()),
     # quadrature: one-dimensional reductions and a two-dimensional rule
     # (the quadrature bound is established on a, b in [1e-2, 1e2]; its checks stay in that range)
-    Check("relu", "sigmoid", method="quadrature", fast=tuple(GENERIC[:1]), slow=tuple(GENERIC[1:] + EDGES + [(0.02, 50.0, 0.9)])),
-    Check("heaviside", "tanh", method="quadrature", fast=tuple(EDGES[:1]), slow=tuple(GENERIC + EDGES[1:] + [(0.02, 50.0, 0.9)])),
+    Check(
+        "relu",
+        "sigmoid",
+        method="quadrature",
+        fast=tuple(GENERIC[:1]),
+        slow=tuple(GENERIC[1:] + EDGES + [(0.02, 50.0, 0.9)]),
+    ),
+    Check(
+        "heaviside",
+        "tanh",
+        method="quadrature",
+        fast=tuple(EDGES[:1]),
+        slow=tuple(GENERIC + EDGES[1:] + [(0.02, 50.0, 0.9)]),
+    ),
     Check("sin", "relu", method="quadrature", fast=(), slow=tuple(GENERIC + EDGES)),
-    Check("tanh", "tanh", method="quadrature", fast=tuple(GENERIC[:1]), slow=tuple(GENERIC[1:] + EDGES + [(0.02, 50.0, 0.9)])),
+    Check(
+        "tanh",
+        "tanh",
+        method="quadrature",
+        fast=tuple(GENERIC[:1]),
+        slow=tuple(GENERIC[1:] + EDGES + [(0.02, 50.0, 0.9)]),
+    ),
     Check("softplus", "softplus", method="quadrature", fast=(), slow=tuple(GENERIC + EDGES[:2])),
     Check("gelu", "gelu", method="quadrature", fast=(), slow=tuple(GENERIC + EDGES[:2])),
 ]
@@ -92,8 +120,15 @@ def _quiet(f, g):
 
 #: the pairs whose fast points run in CI: one per kind of rule (the others' fast points run with
 #: the slow battery in ``make test-all``; each 2-D reference integral takes 10-25 s here)
-CI_PAIRS = {"relu|relu", "heaviside|heaviside", "Max(eta, 0)**2|Max(eta, 0)**3", "exp(0.5*eta)|relu",
-            "erf(2*eta)|erf(0.5*eta)", "sin|cos", "relu|sigmoid"}
+CI_PAIRS = {
+    "relu|relu",
+    "heaviside|heaviside",
+    "Max(eta, 0)**2|Max(eta, 0)**3",
+    "exp(0.5*eta)|relu",
+    "erf(2*eta)|erf(0.5*eta)",
+    "sin|cos",
+    "relu|sigmoid",
+}
 
 
 def _cases(kind):
@@ -113,7 +148,9 @@ def _assert_matches(value, ref, check, cs_scale, tol, what):
 
 
 def _cs_scale(check, a, b):
-    return mpmath.sqrt(reference.one_point(check.f, check.f, a, dps=16) * reference.one_point(check.g, check.g, b, dps=16))
+    return mpmath.sqrt(
+        reference.one_point(check.f, check.f, a, dps=16) * reference.one_point(check.g, check.g, b, dps=16)
+    )
 
 
 def _run(check, point, dps):
@@ -140,18 +177,30 @@ def test_reference_battery_slow(check, point):
     _run(check, point, check.dps)
 
 
-@pytest.mark.parametrize("check", [c for c in CHECKS if c.fast or c.method == "closed-form"], ids=lambda c: f"{c.f}|{c.g}")
+@pytest.mark.parametrize(
+    "check", [c for c in CHECKS if c.fast or c.method == "closed-form"], ids=lambda c: f"{c.f}|{c.g}"
+)
 def test_one_point_form(check):
     E = _quiet(check.f, check.g)
     for a in (0.3, 2.5):
         ref = reference.one_point(check.f, check.g, a, dps=FAST_DPS)
         tol = check.tol if check.method == "closed-form" else max(E.error_bound, 1e-13)
-        _assert_matches(E.one_point(a), ref, check, _cs_scale(check, a, a), 10 * tol, f"one_point {check.f}*{check.g} at {a}")
+        _assert_matches(
+            E.one_point(a), ref, check, _cs_scale(check, a, a), 10 * tol, f"one_point {check.f}*{check.g} at {a}"
+        )
 
 
 DC_FAST = ["relu|relu"]
-DC_SLOW = ["relu|sigmoid", "heaviside|heaviside", "exp(0.5*eta)|relu", "Max(eta, 0)**2|Max(eta, 0)**3", "erf(2*eta)|erf(0.5*eta)", "sin(2*eta)|sin(eta)", "exp(-eta**2)|erf",
-           "heaviside|tanh"]
+DC_SLOW = [
+    "relu|sigmoid",
+    "heaviside|heaviside",
+    "exp(0.5*eta)|relu",
+    "Max(eta, 0)**2|Max(eta, 0)**3",
+    "erf(2*eta)|erf(0.5*eta)",
+    "sin(2*eta)|sin(eta)",
+    "exp(-eta**2)|erf",
+    "heaviside|tanh",
+]
 
 
 @pytest.mark.parametrize("pair", DC_FAST + [pytest.param(p, marks=pytest.mark.slow) for p in DC_SLOW])
@@ -199,9 +248,19 @@ def test_isserlis_for_polynomials():
         a, b = rng.uniform(0.2, 2, 2)
         c = 0.6 * math.sqrt(a * b)
         isserlis = sum(
-            math.factorial(m) * math.factorial(n) * c**k * a ** ((m - k) / 2) * b ** ((n - k) / 2)
-            / (math.factorial(k) * math.factorial((m - k) // 2) * math.factorial((n - k) // 2) * 2 ** ((m + n - 2 * k) // 2))
-            for k in range(min(m, n) + 1) if (m - k) % 2 == 0 and (n - k) % 2 == 0
+            math.factorial(m)
+            * math.factorial(n)
+            * c**k
+            * a ** ((m - k) / 2)
+            * b ** ((n - k) / 2)
+            / (
+                math.factorial(k)
+                * math.factorial((m - k) // 2)
+                * math.factorial((n - k) // 2)
+                * 2 ** ((m + n - 2 * k) // 2)
+            )
+            for k in range(min(m, n) + 1)
+            if (m - k) % 2 == 0 and (n - k) % 2 == 0
         )
         assert abs(E(a, b, c) - isserlis) <= 1e-12 * abs(isserlis), (m, n)
 
@@ -231,7 +290,9 @@ def test_edges_are_finite_and_right_without_nan():
     assert relu(2.0, 0.5, 1.0) == pytest.approx(0.5, rel=1e-15)  # E[relu(u) relu(u/2)] = a/4
     assert relu(0.0, 1.0, 0.0) == 0.0
     assert relu(1.0, 0.0, 0.0) == 0.0
-    assert dekc.gaussian_expectation("heaviside", "relu")(0.0, 2.0, 0.0) == pytest.approx(0.5 / math.sqrt(math.pi), rel=1e-15)
+    assert dekc.gaussian_expectation("heaviside", "relu")(0.0, 2.0, 0.0) == pytest.approx(
+        0.5 / math.sqrt(math.pi), rel=1e-15
+    )
 
 
 @pytest.mark.parametrize("f", ["exp(eta**2)", "exp(eta**2/2) * eta", "log(eta)", "1/eta"])

@@ -18,7 +18,7 @@ N = sp.Symbol("n", real=True)
         ("-sqrt(-2*theta)", -sp.sqrt(-2 * THETA)),
         ("0.5*theta", THETA / 2),
         ("Max(theta, 0) + abs(theta)", sp.Max(THETA, 0) + sp.Abs(THETA)),
-        ("exp(-theta**2) * pi", sp.pi * sp.exp(-THETA**2)),
+        ("exp(-theta**2) * pi", sp.pi * sp.exp(-(THETA**2))),
     ],
 )
 def test_allowed_text_builds_the_expression(text, expected):

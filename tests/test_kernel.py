@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import dekc
-from dekc.kernel import InputError
+from dekc.errors import InputError
 
 RNG = np.random.default_rng(7)
 X = RNG.normal(size=(7, 3))
@@ -54,6 +54,7 @@ def identity_kernel():
 
 # -- exact cases (SPEC §1) -------------------------------------------------------------------------
 
+
 def feature_kernel(features, xt):
     """Published closed forms of s⁻²c for a few feature maps (Cho & Saul; Williams), in numpy."""
     G = xt @ xt.T
@@ -98,6 +99,7 @@ def test_relu_moments_are_the_arc_cosine_kernel(relu_kernel):
 
 # -- the fixed point -------------------------------------------------------------------------------
 
+
 def test_fixed_point_satisfies_an_independent_equation(relu_kernel):
     lam = 2.0
     Xs = RNG.normal(size=(40, 4))
@@ -112,13 +114,16 @@ def test_fixed_point_satisfies_an_independent_equation(relu_kernel):
     np.testing.assert_allclose(diag, d, rtol=1e-13)
 
 
-@pytest.mark.parametrize("family, kwargs, lam, n", [
-    ("gaussian", {"reparam": "relu"}, 1.5, 12),
-    ("gamma", {"reparam": "-exp(-eta)"}, 3.0, 12),  # ρ = e^{-η}: D(a) grows like e^{2a}, small inputs
-    pytest.param("bernoulli", {"reparam": "identity"}, 1.0, 3, marks=pytest.mark.slow),  # 2-D quadrature
-    pytest.param("gaussian", {"reparam": "tanh"}, 1.3, 4, marks=pytest.mark.slow),
-    pytest.param("poisson", {"activation": "sigmoid"}, 1.0, 4, marks=pytest.mark.slow),
-])
+@pytest.mark.parametrize(
+    "family, kwargs, lam, n",
+    [
+        ("gaussian", {"reparam": "relu"}, 1.5, 12),
+        ("gamma", {"reparam": "-exp(-eta)"}, 3.0, 12),  # ρ = e^{-η}: D(a) grows like e^{2a}, small inputs
+        pytest.param("bernoulli", {"reparam": "identity"}, 1.0, 3, marks=pytest.mark.slow),  # 2-D quadrature
+        pytest.param("gaussian", {"reparam": "tanh"}, 1.3, 4, marks=pytest.mark.slow),
+        pytest.param("poisson", {"activation": "sigmoid"}, 1.0, 4, marks=pytest.mark.slow),
+    ],
+)
 def test_fixed_point_satisfies_its_own_equation(family, kwargs, lam, n):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dekc.DekcWarning)
@@ -188,19 +193,22 @@ def test_a_sequence_of_steps_is_the_stack_of_t_step_kernels(relu_kernel):
         np.testing.assert_allclose(layer, expected, rtol=1e-13, atol=1e-15)
     block = relu_kernel.gram(X, X[:3], lam=lam, bias=bias, steps=[2, 4])
     np.testing.assert_allclose(block, stack[[2, 0]][:, :, :3], rtol=1e-13, atol=1e-15)
-    traced = jax.jit(lambda l: relu_kernel.gram(jnp.asarray(X), lam=l, bias=bias, steps=(4, 0, 2)))(lam)
+    traced = jax.jit(lambda lam_: relu_kernel.gram(jnp.asarray(X), lam=lam_, bias=bias, steps=(4, 0, 2)))(lam)
     np.testing.assert_allclose(traced, stack, rtol=1e-13, atol=1e-15)
 
 
 def test_psi0_constant_and_input_reach_the_same_root(relu_kernel):
-    np.testing.assert_allclose(relu_kernel.gram(X, lam=2.0, psi0="constant"), relu_kernel.gram(X, lam=2.0),
-                               rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(
+        relu_kernel.gram(X, lam=2.0, psi0="constant"), relu_kernel.gram(X, lam=2.0), rtol=1e-12, atol=1e-15
+    )
     xt = augment(X)
-    np.testing.assert_allclose(relu_kernel.gram(X, lam=2.0, psi0=2 * xt @ xt.T), relu_kernel.gram(X, lam=2.0),
-                               rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(
+        relu_kernel.gram(X, lam=2.0, psi0=2 * xt @ xt.T), relu_kernel.gram(X, lam=2.0), rtol=1e-12, atol=1e-15
+    )
 
 
 # -- identical inputs and the nugget (SPEC §2) ------------------------------------------------------
+
 
 def test_duplicated_rows_get_the_diagonal_value(relu_kernel):
     K = relu_kernel.gram(X, lam=2.0)
@@ -240,7 +248,7 @@ def test_gram_of_two_sets_is_a_block_of_the_union(relu_kernel):
     Y[2] = X[3]
     full = relu_kernel.gram(np.r_[X, Y], lam=2.0, bias=0.3)
     block = relu_kernel.gram(X, Y, lam=2.0, bias=0.3)
-    np.testing.assert_allclose(block, full[:len(X), len(X):], rtol=1e-13, atol=1e-16)
+    np.testing.assert_allclose(block, full[: len(X), len(X) :], rtol=1e-13, atol=1e-16)
     assert block[3, 2] == full[3, 3]
 
 
@@ -254,13 +262,13 @@ def test_large_matrices_are_computed_in_chunks(relu_kernel, monkeypatch):
 
 # -- gradients and jit -----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("steps, diagonal", [(None, "exact"), (None, "limit"), (3, "exact")])
 def test_gradients_agree_with_finite_differences(relu_kernel, steps, diagonal):
     weights = jnp.asarray(RNG.normal(size=(7, 7)))
 
     def loss(lam, s, scale, bias):
-        K = relu_kernel.gram(X, lam=lam, feature_scale=s, input_scale=scale, bias=bias, steps=steps,
-                             diagonal=diagonal)
+        K = relu_kernel.gram(X, lam=lam, feature_scale=s, input_scale=scale, bias=bias, steps=steps, diagonal=diagonal)
         return jnp.sum(weights * K)
 
     point = (2.0, 1.3, 0.7, 0.4)
@@ -282,12 +290,13 @@ def test_gram_runs_under_jit(relu_kernel):
 
 def test_from_moments_gradient_with_respect_to_lam(relu_kernel):
     c, mu, _ = relu_moments(X)
-    fn = lambda lam: jnp.sum(relu_kernel.from_moments(c, mu, lam=lam))  # noqa: E731
+    fn = lambda lam: jnp.sum(relu_kernel.from_moments(c, mu, lam=lam))
     fd = (fn(2.0 + 1e-5) - fn(2.0 - 1e-5)) / 2e-5
     assert abs(jax.grad(fn)(2.0) - fd) <= 1e-6 * abs(fd)
 
 
 # -- failures --------------------------------------------------------------------------------------
+
 
 def test_no_fixed_point_names_the_entry_and_the_lambda_bound(identity_kernel):
     with pytest.raises(dekc.ConvergenceError, match=r"diagonal entry 0 .*lam > 1\b"):
@@ -300,15 +309,18 @@ def test_exponential_activation_diverges_from_a_large_start():
         ker.gram(X, lam=1.5, input_scale=3.0)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"lam": -1.0}, "lam must be a positive"),
-    ({"lam": 2.0, "steps": -1}, "steps must be None"),
-    ({"lam": 2.0, "steps": []}, "steps must be None"),
-    ({"lam": 2.0, "steps": (2, 1.5)}, "steps must be None"),
-    ({"lam": 2.0, "diagonal": "maybe"}, "diagonal must be"),
-    ({"lam": 2.0, "psi0": "zeros"}, "psi0 must be"),
-    ({"lam": 2.0, "psi0": np.eye(3)}, r"psi0 must have shape \(7, 7\)"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"lam": -1.0}, "lam must be a positive"),
+        ({"lam": 2.0, "steps": -1}, "steps must be None"),
+        ({"lam": 2.0, "steps": []}, "steps must be None"),
+        ({"lam": 2.0, "steps": (2, 1.5)}, "steps must be None"),
+        ({"lam": 2.0, "diagonal": "maybe"}, "diagonal must be"),
+        ({"lam": 2.0, "psi0": "zeros"}, "psi0 must be"),
+        ({"lam": 2.0, "psi0": np.eye(3)}, r"psi0 must have shape \(7, 7\)"),
+    ],
+)
 def test_bad_arguments_are_refused(relu_kernel, kwargs, message):
     with pytest.raises(InputError, match=message):
         relu_kernel.gram(X, **kwargs)

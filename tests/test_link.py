@@ -5,12 +5,12 @@ import warnings
 import mpmath
 import pytest
 import sympy as sp
+from helpers import ETA_POINTS, numeric, quiet_link
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import dekc
 from dekc.expressions import ETA, sigmoid, softplus
-from hypothesis import given, settings, strategies as st
-
-from helpers import ETA_POINTS, numeric, quiet_link
 
 FAMILIES = sorted(dekc.families())
 
@@ -61,12 +61,23 @@ def test_every_derived_link_satisfies_its_identities(name):
 
 # (family, activation) pairs for which a valid R exists
 ACTIVATION_CASES = [
-    ("gaussian", "relu"), ("gaussian", "identity"), ("gaussian", "tanh"), ("gaussian", "gelu"),
-    ("gaussian", "exp"), ("gaussian", "heaviside"),
-    ("bernoulli", "sigmoid"), ("bernoulli", "Phi(eta)"), ("binomial", "2*sigmoid(eta)"),
-    ("poisson", "sigmoid"), ("poisson", "exp"), ("poisson", "relu"),
-    ("exponential", "sigmoid"), ("exponential", "exp"), ("gamma", "1"),
-    ("negative_binomial", "exp"), ("inverse_gaussian", "exp(-exp(-eta))*exp(-eta)"),
+    ("gaussian", "relu"),
+    ("gaussian", "identity"),
+    ("gaussian", "tanh"),
+    ("gaussian", "gelu"),
+    ("gaussian", "exp"),
+    ("gaussian", "heaviside"),
+    ("bernoulli", "sigmoid"),
+    ("bernoulli", "Phi(eta)"),
+    ("binomial", "2*sigmoid(eta)"),
+    ("poisson", "sigmoid"),
+    ("poisson", "exp"),
+    ("poisson", "relu"),
+    ("exponential", "sigmoid"),
+    ("exponential", "exp"),
+    ("gamma", "1"),
+    ("negative_binomial", "exp"),
+    ("inverse_gaussian", "exp(-exp(-eta))*exp(-eta)"),
 ]
 
 
@@ -173,8 +184,12 @@ def test_free_kappa_is_announced_and_can_be_chosen():
 def test_boundary_contact_is_allowed_with_a_warning():
     theta = sp.Symbol("theta", real=True)
     # A = e^θ on the open half-line: finite at the end 0 that R = min(η, 0) reaches
-    half = dekc.Family(name="half_poisson", log_partition=sp.exp(theta),
-                       natural_domain=sp.Interval.open(-sp.oo, 0), support="test only")
+    half = dekc.Family(
+        name="half_poisson",
+        log_partition=sp.exp(theta),
+        natural_domain=sp.Interval.open(-sp.oo, 0),
+        support="test only",
+    )
     with pytest.warns(dekc.DekcWarning, match="boundary"):
         link = dekc.link(half, reparam="Min(eta, 0)")
     assert link.notes

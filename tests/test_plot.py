@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import dekc
-from dekc.kernel import InputError
+from dekc.errors import InputError
 
 plot = pytest.importorskip("dekc.plot")
 
@@ -30,9 +30,11 @@ def small_kernel(n=6, seed=0):
     return A @ A.T / n
 
 
-TABLE = {"yacht": {"DEKer": (0.52, 0.04), "NNGP": (0.61, 0.05), "RBF": (0.90, 0.07)},
-         "concrete": {"DEKer": (5.1, 0.2), "NNGP": (5.0, 0.3), "RBF": (5.6, 0.2)},
-         "wine": {"DEKer": (0.60, 0.01), "RBF": (0.62, 0.01)}}  # one kernel missing
+TABLE = {
+    "yacht": {"DEKer": (0.52, 0.04), "NNGP": (0.61, 0.05), "RBF": (0.90, 0.07)},
+    "concrete": {"DEKer": (5.1, 0.2), "NNGP": (5.0, 0.3), "RBF": (5.6, 0.2)},
+    "wine": {"DEKer": (0.60, 0.01), "RBF": (0.62, 0.01)},
+}  # one kernel missing
 
 
 def test_no_import_from_package():
@@ -50,8 +52,7 @@ def test_backend_is_noninteractive():
     import subprocess
     import sys
 
-    code = ("import numpy, dekc.plot, matplotlib; dekc.plot.heatmap(numpy.eye(3)); "
-            "print(matplotlib.get_backend())")
+    code = "import numpy, dekc.plot, matplotlib; dekc.plot.heatmap(numpy.eye(3)); print(matplotlib.get_backend())"
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
     assert out.strip().lower() == "agg"
@@ -90,16 +91,19 @@ def test_benchmark_chart_raw(tmp_path):
     assert fig.axes[0].get_ylabel() == "RMSE"
 
 
-@pytest.mark.parametrize("table, match", [
-    ({}, "non-empty dict"),
-    ([("yacht", 1.0)], "non-empty dict"),
-    ({"yacht": {}}, "yacht"),
-    ({"yacht": {"DEKer": 0.5}}, "pair"),
-    ({"yacht": {"DEKer": (float("nan"), 0.1)}}, "finite"),
-    ({"yacht": {"DEKer": (0.5, float("inf"))}}, "finite"),
-    ({"yacht": {"DEKer": (0.5, -0.1)}}, "non-negative"),
-    ({"yacht": {"DEKer": (0.0, 0.1)}}, "normalise=False"),
-])
+@pytest.mark.parametrize(
+    "table, match",
+    [
+        ({}, "non-empty dict"),
+        ([("yacht", 1.0)], "non-empty dict"),
+        ({"yacht": {}}, "yacht"),
+        ({"yacht": {"DEKer": 0.5}}, "pair"),
+        ({"yacht": {"DEKer": (float("nan"), 0.1)}}, "finite"),
+        ({"yacht": {"DEKer": (0.5, float("inf"))}}, "finite"),
+        ({"yacht": {"DEKer": (0.5, -0.1)}}, "non-negative"),
+        ({"yacht": {"DEKer": (0.0, 0.1)}}, "normalise=False"),
+    ],
+)
 def test_benchmark_chart_bad_input(table, match):
     with pytest.raises(InputError, match=match):
         plot.benchmark_chart(table)
@@ -134,14 +138,17 @@ def test_heatmap_into_given_axes():
     assert plot.heatmap(small_kernel(), ax=axes[1]) is fig
 
 
-@pytest.mark.parametrize("K, match", [
-    (np.ones((3, 4)), "square"),
-    (np.ones(3), "square"),
-    (np.zeros((0, 0)), "square"),
-    (np.array([[1.0, np.nan], [np.nan, 1.0]]), "NaN or infinite"),
-    (np.array([[1.0, np.inf], [0.0, 1.0]]), "NaN or infinite"),
-    ([["a", "b"], ["c", "d"]], "numbers"),
-])
+@pytest.mark.parametrize(
+    "K, match",
+    [
+        (np.ones((3, 4)), "square"),
+        (np.ones(3), "square"),
+        (np.zeros((0, 0)), "square"),
+        (np.array([[1.0, np.nan], [np.nan, 1.0]]), "NaN or infinite"),
+        (np.array([[1.0, np.inf], [0.0, 1.0]]), "NaN or infinite"),
+        ([["a", "b"], ["c", "d"]], "numbers"),
+    ],
+)
 def test_heatmap_bad_input(K, match):
     with pytest.raises(InputError, match=match):
         plot.heatmap(K)
@@ -171,14 +178,17 @@ def test_convergence_forms(tmp_path):
     assert len(fig.axes[0].lines) == 2
 
 
-@pytest.mark.parametrize("residuals, kwargs, match", [
-    ([], {}, "non-empty"),
-    ([1.0, -0.5], {}, "non-negative"),
-    ([1.0, np.nan], {}, "non-negative"),
-    ([[1.0, 0.5], [0.3, 0.1]], {"labels": ["only one"]}, "labels"),
-    ({"a": [[1.0]]}, {}, "1-d"),
-    ("abc", {}, "sequence"),
-])
+@pytest.mark.parametrize(
+    "residuals, kwargs, match",
+    [
+        ([], {}, "non-empty"),
+        ([1.0, -0.5], {}, "non-negative"),
+        ([1.0, np.nan], {}, "non-negative"),
+        ([[1.0, 0.5], [0.3, 0.1]], {"labels": ["only one"]}, "labels"),
+        ({"a": [[1.0]]}, {}, "1-d"),
+        ("abc", {}, "sequence"),
+    ],
+)
 def test_convergence_bad_input(residuals, kwargs, match):
     with pytest.raises(InputError, match=match):
         plot.convergence(residuals, **kwargs)

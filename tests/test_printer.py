@@ -1,5 +1,8 @@
 """The printer's arcsine helpers against mpmath: coefficients, accuracy and gradients."""
 
+import importlib.util
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import mpmath
@@ -12,34 +15,41 @@ from dekc import printer
 @pytest.fixture(scope="module")
 def helpers():
     namespace = {"jnp": jnp}
-    exec(printer.HELPERS, namespace)
+    exec(printer.ARC_HELPERS, namespace)
     return jax.jit(namespace["_asin"]), jax.jit(namespace["_acos"]), namespace
 
 
-def test_coefficients_interpolate_the_arcsine_series():
-    """Recompute the 13 coefficients: interpolation of (asin(√t)/√t − 1)/t at Chebyshev nodes of [0, 1/4]."""
+def test_coefficients_are_what_the_precompute_script_gives():
+    """tools/precompute_arcsine.py recomputes the 13 coefficients (interpolation of
+    (asin(√t)/√t − 1)/t at Chebyshev nodes of [0, 1/4], 50 digits) and the splits of π/2 and π:
+    the printer holds exactly those."""
+    script = Path(__file__).resolve().parent.parent / "tools" / "precompute_arcsine.py"
+    spec = importlib.util.spec_from_file_location("precompute_arcsine", script)
+    precompute = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(precompute)
+    values = precompute.constants()
+    assert values["_ASIN_P"] == printer._ASIN_P
+    assert values["_ASIN_P"][0] == pytest.approx(1 / 6, rel=1e-15)  # the series' first term
+    assert values["_HALF_PI"] == printer._HALF_PI and values["_PI"] == printer._PI
     with mpmath.workdps(50):
-        def P(t):
-            s = mpmath.sqrt(t)
-            return (mpmath.asin(s) / s - 1) / t
-
-        n = len(printer._ASIN_P)
-        nodes = [mpmath.mpf(1) / 8 * (1 + mpmath.cos(mpmath.pi * (k + mpmath.mpf(1) / 2) / n)) for k in range(n)]
-        V = mpmath.matrix([[x**m for m in range(n)] for x in nodes])
-        coefficients = mpmath.lu_solve(V, mpmath.matrix([P(x) for x in nodes]))
-        assert coefficients[0] == pytest.approx(mpmath.mpf(1) / 6, rel=1e-15)  # the series' first term
-        for ours, exact in zip(printer._ASIN_P, coefficients):
-            assert ours == pytest.approx(float(exact), rel=1e-14, abs=1e-17)
         assert printer._HALF_PI[0] + printer._HALF_PI[1] == float(mpmath.pi / 2)
-        assert float(mpmath.pi / 2 - mpmath.mpf(printer._HALF_PI[0])) == printer._HALF_PI[1]
-        assert float(mpmath.pi - mpmath.mpf(printer._PI[0])) == printer._PI[1]
+        assert abs(mpmath.mpf(printer._PI[0]) + mpmath.mpf(printer._PI[1]) - mpmath.pi) < 1e-32
 
 
 def _points():
     rng = np.random.default_rng(0)
     near_one = 1 - np.logspace(-16, -1, 200)
-    return np.concatenate([rng.uniform(-1, 1, 4000), near_one, -near_one, np.logspace(-300, 0, 200),
-                           -np.logspace(-300, 0, 200), np.nextafter(0.5, [0.0, 1.0]), [0.5, -0.5, 0.0, 1.0, -1.0]])
+    return np.concatenate(
+        [
+            rng.uniform(-1, 1, 4000),
+            near_one,
+            -near_one,
+            np.logspace(-300, 0, 200),
+            -np.logspace(-300, 0, 200),
+            np.nextafter(0.5, [0.0, 1.0]),
+            [0.5, -0.5, 0.0, 1.0, -1.0],
+        ]
+    )
 
 
 def test_asin_and_acos_are_within_two_ulp(helpers):
@@ -73,7 +83,8 @@ def test_gradients_are_the_exact_derivatives(helpers, x):
 def test_generated_modules_use_the_helpers():
     import sympy as sp
 
-    from dekc.expectations import RHO, closed_form_source
+    from dekc.codegen import closed_form_functions
+    from dekc.gaussian import RHO, ClosedForm
 
-    source = closed_form_source("K", sp.asin(RHO) + sp.acos(RHO), sp.Integer(0))
+    source = closed_form_functions("K", ClosedForm(sp.asin(RHO) + sp.acos(RHO), sp.Integer(0)))
     assert "_asin(" in source and "_acos(" in source and "jnp.arcsin" not in source

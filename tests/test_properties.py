@@ -36,19 +36,22 @@ import mpmath
 import numpy as np
 import pytest
 import sympy as sp
+from helpers import record
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import dekc
 from dekc import codegen
-from dekc.expressions import ETA, FUNCTIONS, parse_expression
-
-from helpers import record
+from dekc.expressions import ETA, FUNCTIONS
 
 PROFILE = os.environ.get("DEKC_PROPERTY_PROFILE", "fast")
 _COUNTS = {  # examples per category: fast (CI), long (make test-properties)
-    "parser": (300, 5000), "expectations": (5, 60), "families": (25, 700), "gram": (120, 3000),
-    "moments": (60, 1500), "cache": (6, 200),
+    "parser": (300, 5000),
+    "expectations": (5, 60),
+    "families": (25, 700),
+    "gram": (120, 3000),
+    "moments": (60, 1500),
+    "cache": (6, 200),
 }
 BUDGET = 60.0  # seconds: the time budget every derivation runs under in these tests
 
@@ -63,8 +66,13 @@ def examples(category: str) -> int:
 
 
 def _settings(category: str):
-    return settings(max_examples=examples(category), deadline=None, derandomize=PROFILE != "long",
-                    suppress_health_check=list(HealthCheck), database=None)
+    return settings(
+        max_examples=examples(category),
+        deadline=None,
+        derandomize=PROFILE != "long",
+        suppress_health_check=list(HealthCheck),
+        database=None,
+    )
 
 
 def outcome(category: str, call, check=None):
@@ -79,7 +87,7 @@ def outcome(category: str, call, check=None):
     except dekc.DekcError:
         elapsed = time.perf_counter() - start
         kind = "typed error"
-    except Exception as exc:  # noqa: BLE001 - the point is to catch what should not escape
+    except Exception as exc:
         record(category, "untyped")
         raise AssertionError(f"untyped {type(exc).__name__}: {exc}") from exc
     else:
@@ -101,17 +109,38 @@ def outcome(category: str, call, check=None):
 # -- expression texts --------------------------------------------------------------------------------
 
 UNARY = sorted(name for name, (_, counts) in FUNCTIONS.items() if counts == (1,))
-NUMBERS = st.sampled_from(["0", "1", "2", "0.5", "3.14159", "1e-5", "1e-320", "1e-300", "1e308", "10**400",
-                           "2.5", "-1", "pi", "E", "oo", "1000", "7"])
+NUMBERS = st.sampled_from(
+    [
+        "0",
+        "1",
+        "2",
+        "0.5",
+        "3.14159",
+        "1e-5",
+        "1e-320",
+        "1e-300",
+        "1e308",
+        "10**400",
+        "2.5",
+        "-1",
+        "pi",
+        "E",
+        "oo",
+        "1000",
+        "7",
+    ]
+)
 LEAF = st.one_of(st.just("eta"), NUMBERS)
 
 
 def _combine(children):
     unary = st.tuples(st.sampled_from(UNARY), children).map(lambda t: f"{t[0]}({t[1]})")
     binary = st.tuples(children, st.sampled_from(["+", "-", "*", "/", "**"]), children).map(
-        lambda t: f"({t[0]} {t[1]} {t[2]})")
+        lambda t: f"({t[0]} {t[1]} {t[2]})"
+    )
     two = st.tuples(st.sampled_from(["Max", "Min", "binomial"]), children, children).map(
-        lambda t: f"{t[0]}({t[1]}, {t[2]})")
+        lambda t: f"{t[0]}({t[1]}, {t[2]})"
+    )
     neg = children.map(lambda c: f"-{c}")
     return st.one_of(unary, binary, two, neg)
 
@@ -135,8 +164,9 @@ def test_parser(text):
 
 # -- expectations against the mpmath reference --------------------------------------------------------
 
-SMALL = st.recursive(st.one_of(st.just("eta"), st.sampled_from(["1", "2", "0.5", "1e-320", "-1", "3"])), _combine,
-                     max_leaves=4)
+SMALL = st.recursive(
+    st.one_of(st.just("eta"), st.sampled_from(["1", "2", "0.5", "1e-320", "-1", "3"])), _combine, max_leaves=4
+)
 PARTNERS = st.sampled_from(["relu", "heaviside", "1", "eta"])  # a closed conditional: 1-D quadrature at worst
 VARIANCES = st.sampled_from([0.3, 1.0, 2.7])
 
@@ -154,7 +184,9 @@ def _expectation_check(f, g, a, b):
             checks = [(float(E(a, b, 0.0)), f1 * g1, "c = 0")]
             edge = float(np.sqrt(a * b)) * (1 - 1e-15)  # |c| = √(ab) to rounding, never past it
             for c in (edge, -edge):
-                checks.append((float(E(a, b, c)), float(dekc.reference.expectation(f, g, a, b, c, dps=dps)), f"c = {c}"))
+                checks.append(
+                    (float(E(a, b, c)), float(dekc.reference.expectation(f, g, a, b, c, dps=dps)), f"c = {c}")
+                )
             fg = float(dekc.reference.one_point(f, g, a, dps=dps))
             ga = float(np.sqrt(float(dekc.reference.one_point(g, g, a, dps=dps)) * abs(ff)))
             checks.append((float(E.one_point(a)), fg, "one point"))
@@ -162,6 +194,7 @@ def _expectation_check(f, g, a, b):
             bound = tol if where != "one point" else max(E.error_bound, 1e-12) * max(ga, 1e-300) * 1.01 + 1e-14 * ga
             assert np.isfinite(got), (f, g, where, got)
             assert abs(got - want) <= bound, (f, g, a, b, where, got, want, bound, E.method)
+
     return check
 
 
@@ -173,19 +206,71 @@ def test_expectations_agree_with_the_reference(f, g, a, b):
 
 # -- family files ------------------------------------------------------------------------------------
 
-LOG_PARTITIONS = st.one_of(st.sampled_from([
-    "exp(theta)", "theta**2/2", "log(1 + exp(theta))", "-log(-theta)", "-k*log(-theta)", "theta**4 + theta**2",
-    "n*log(1 + exp(theta))", "theta", "-theta**2", "Heaviside(theta)*theta**2", "sqrt(theta)", "exp(theta**2)",
-    "1/theta", "log(theta)", "cosh(theta)", "exp(exp(theta))", "theta**2/2 + y", "abs(theta)**3", "gamma(theta)"]),
-    EXPRESSIONS.map(lambda e: e.replace("eta", "theta")))
-VALID = [("exp(theta)", "(-oo, oo)"), ("theta**2/2", "(-oo, oo)"), ("log(1 + exp(theta))", "(-oo, oo)"),
-         ("-log(-theta)", "(-oo, 0)"), ("-k*log(-theta)", "(-oo, 0)"), ("theta**4 + theta**2", "(-oo, oo)"),
-         ("n*log(1 + exp(theta))", "(-oo, oo)"), ("cosh(theta)", "(-oo, oo)"), ("-sqrt(-2*theta)", "(-oo, 0)"),
-         ("-log(1 - exp(theta))", "(-oo, 0)"), ("theta**2/2", "[0, 1]"), ("exp(theta) + theta**2", "(-1, 1)")]
-DOMAINS = st.sampled_from(["(-oo, oo)", "(-oo, 0)", "(0, oo)", "[0, 1]", "(-1, 1)", "(oo, -oo)", "(0, 0)",
-                           "(-oo, 0]", "[-oo, 0)", "(a, b)", "0, 1", "(-1e308, 1e308)", "(1e-320, 1)"])
-VALUES = st.one_of(st.integers(-10**6, 10**6), st.floats(allow_nan=True, allow_infinity=True), st.booleans(),
-                   st.text(max_size=8), st.lists(st.integers(), max_size=3), st.just(10**400))
+LOG_PARTITIONS = st.one_of(
+    st.sampled_from(
+        [
+            "exp(theta)",
+            "theta**2/2",
+            "log(1 + exp(theta))",
+            "-log(-theta)",
+            "-k*log(-theta)",
+            "theta**4 + theta**2",
+            "n*log(1 + exp(theta))",
+            "theta",
+            "-theta**2",
+            "Heaviside(theta)*theta**2",
+            "sqrt(theta)",
+            "exp(theta**2)",
+            "1/theta",
+            "log(theta)",
+            "cosh(theta)",
+            "exp(exp(theta))",
+            "theta**2/2 + y",
+            "abs(theta)**3",
+            "gamma(theta)",
+        ]
+    ),
+    EXPRESSIONS.map(lambda e: e.replace("eta", "theta")),
+)
+VALID = [
+    ("exp(theta)", "(-oo, oo)"),
+    ("theta**2/2", "(-oo, oo)"),
+    ("log(1 + exp(theta))", "(-oo, oo)"),
+    ("-log(-theta)", "(-oo, 0)"),
+    ("-k*log(-theta)", "(-oo, 0)"),
+    ("theta**4 + theta**2", "(-oo, oo)"),
+    ("n*log(1 + exp(theta))", "(-oo, oo)"),
+    ("cosh(theta)", "(-oo, oo)"),
+    ("-sqrt(-2*theta)", "(-oo, 0)"),
+    ("-log(1 - exp(theta))", "(-oo, 0)"),
+    ("theta**2/2", "[0, 1]"),
+    ("exp(theta) + theta**2", "(-1, 1)"),
+]
+DOMAINS = st.sampled_from(
+    [
+        "(-oo, oo)",
+        "(-oo, 0)",
+        "(0, oo)",
+        "[0, 1]",
+        "(-1, 1)",
+        "(oo, -oo)",
+        "(0, 0)",
+        "(-oo, 0]",
+        "[-oo, 0)",
+        "(a, b)",
+        "0, 1",
+        "(-1e308, 1e308)",
+        "(1e-320, 1)",
+    ]
+)
+VALUES = st.one_of(
+    st.integers(-(10**6), 10**6),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+    st.text(max_size=8),
+    st.lists(st.integers(), max_size=3),
+    st.just(10**400),
+)
 TOML_STRINGS = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_0123456789 ()+-*/", max_size=20)
 
 
@@ -209,15 +294,21 @@ def family_texts(draw):
         A, domain = draw(st.sampled_from(VALID))
     else:
         A, domain = draw(LOG_PARTITIONS), draw(DOMAINS)
-    fields = {"name": name, "log_partition": A, "natural_domain": domain,
-              "sufficient_statistic": draw(st.sampled_from(["y", "y**2", "log(y)", "theta", "1"])) if rare(draw, 4) else "y",
-              "support": draw(st.sampled_from(["reals", "{0, 1}", "nonnegative integers"]))}
+    fields = {
+        "name": name,
+        "log_partition": A,
+        "natural_domain": domain,
+        "sufficient_statistic": draw(st.sampled_from(["y", "y**2", "log(y)", "theta", "1"])) if rare(draw, 4) else "y",
+        "support": draw(st.sampled_from(["reals", "{0, 1}", "nonnegative integers"])),
+    }
     for key, value in fields.items():
         if not rare(draw, 30):  # sometimes a required field is missing
             lines.append(f"{key} = {_toml_value(value)}")
     if rare(draw, 4):
-        lines.append(f"{draw(st.sampled_from(['extra', 'description', 'base_measure', 'natural_parameter']))} = "
-                     f"{_toml_value(draw(st.one_of(TOML_STRINGS, VALUES)))}")
+        lines.append(
+            f"{draw(st.sampled_from(['extra', 'description', 'base_measure', 'natural_parameter']))} = "
+            f"{_toml_value(draw(st.one_of(TOML_STRINGS, VALUES)))}"
+        )
     if "k*" in A or "n*" in A or rare(draw, 4):
         lines.append("[parameters]")
         keys = [key for key in ("k", "n") if f"{key}*" in A]
@@ -241,7 +332,7 @@ def _check_family(fam):
             values = [A(x - h), A(x), A(x + h)]
             assert all(mpmath.isfinite(v) and mpmath.im(v) == 0 for v in values), (fam, x)
             second = (values[0] - 2 * values[1] + values[2]) / h**2
-            assert second >= -mpmath.mpf(10) ** -6 * (1 + abs(values[1])), (fam, x, second)
+            assert second >= -(mpmath.mpf(10) ** -6) * (1 + abs(values[1])), (fam, x, second)
 
 
 @_settings("families")
@@ -254,10 +345,13 @@ def test_family_files(tmp_path_factory, text):
 
 # -- Gram matrices --------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def kernels():
-    return {"relu": dekc.compile_kernel("gaussian", reparam="relu"),
-            "identity": dekc.compile_kernel("gaussian", reparam="identity")}
+    return {
+        "relu": dekc.compile_kernel("gaussian", reparam="relu"),
+        "identity": dekc.compile_kernel("gaussian", reparam="identity"),
+    }
 
 
 MAGNITUDE = st.sampled_from([1.0, 1.0, 1.0, 1e-3, 1e3, 1e-40, 1e40, 1e-80, 1e80, 1e-200, 1e200])
@@ -286,8 +380,14 @@ def gram_cases(draw):
             low = 1.2 if name == "lam" else 0.05
             args[name] = draw(st.floats(low, 20)) if name != "bias" else draw(st.floats(-3, 3))
     if rare(draw, 4):
-        args["steps"] = draw(st.one_of(st.integers(0, 6), st.tuples(st.integers(0, 5), st.integers(0, 5)),
-                                       st.integers(0, 6), st.sampled_from([-1, 2.5, "3", 10**7])))
+        args["steps"] = draw(
+            st.one_of(
+                st.integers(0, 6),
+                st.tuples(st.integers(0, 5), st.integers(0, 5)),
+                st.integers(0, 6),
+                st.sampled_from([-1, 2.5, "3", 10**7]),
+            )
+        )
     if rare(draw, 5):
         args["psi0"] = draw(st.sampled_from(["input", "constant", "input", "constant", "zeros", None]))
     if rare(draw, 7):
@@ -304,7 +404,7 @@ def _gram_check(ker, name, X, args, seed):
         stacked = isinstance(args.get("steps"), tuple)
         assert K.shape == ((len(args["steps"]), n, n) if stacked else (n, n))
         assert np.all(np.isfinite(K))
-        for M in (K if stacked else [K]):
+        for M in K if stacked else [K]:
             assert np.array_equal(M, M.T)
             if args.get("diagonal", "exact") == "exact":
                 top = np.max(np.abs(np.diagonal(M)))
@@ -313,8 +413,12 @@ def _gram_check(ker, name, X, args, seed):
         Kp = np.asarray(ker.gram(np.asarray(X)[perm], **args))
         expect = K[..., perm, :][..., :, perm]
         assert np.allclose(Kp, expect, rtol=1e-12, atol=1e-13 * np.max(np.abs(K))), "permutation"
-        if name == "relu" and args.get("bias", 0.0) == 0 and args.get("psi0", "input") == "input" \
-                and args.get("features", "relu") in ("relu", "identity", "abs"):
+        if (
+            name == "relu"
+            and args.get("bias", 0.0) == 0
+            and args.get("psi0", "input") == "input"
+            and args.get("features", "relu") in ("relu", "identity", "abs")
+        ):
             t = 2.0**7  # exact in binary: the inputs scale without rounding
             try:
                 Kt = np.asarray(ker.gram(np.asarray(X) * t, **args))
@@ -327,6 +431,7 @@ def _gram_check(ker, name, X, args, seed):
             Xt = np.hstack([np.asarray(X) * args.get("input_scale", 1.0), np.full((n, 1), args.get("bias", 0.0))])
             c = args.get("feature_scale", 1.0) ** 2 * Xt @ Xt.T
             assert np.allclose(K, c / (lam**2 - 1), rtol=1e-10, atol=1e-13 * np.max(np.abs(c)) / (lam**2 - 1))
+
     return check
 
 
@@ -339,6 +444,7 @@ def test_gram(kernels, case):
 
 
 # -- input moments ------------------------------------------------------------------------------------------
+
 
 @st.composite
 def moment_cases(draw):
@@ -367,6 +473,7 @@ def _moments_check(ker, c, lam):
         top = np.max(np.abs(np.diagonal(K)))
         assert np.all(np.diagonal(K) >= 0)
         assert np.linalg.eigvalsh(K)[0] >= -1e-9 * len(K) * max(top, 1e-300)
+
     return check
 
 
@@ -380,10 +487,14 @@ def test_from_moments(kernels, case):
 
 # -- tampered cache files ----------------------------------------------------------------------------------
 
+
 @st.composite
 def tampering(draw):
-    return (draw(st.sampled_from(["flip", "truncate", "insert", "random", "empty", "append"])),
-            draw(st.integers(0, 10**6)), draw(st.integers(0, 255)))
+    return (
+        draw(st.sampled_from(["flip", "truncate", "insert", "random", "empty", "append"])),
+        draw(st.integers(0, 10**6)),
+        draw(st.integers(0, 255)),
+    )
 
 
 @_settings("cache")
@@ -401,7 +512,7 @@ def test_tampered_cache_files_are_never_used(tmp_path_factory, case):
         k = position % len(raw)
         marker = cache / "inserted-code-ran"
         if how == "flip":
-            raw[k] ^= (byte or 1)
+            raw[k] ^= byte or 1
         elif how == "truncate":
             raw = raw[:k]
         elif how == "insert":
@@ -419,6 +530,7 @@ def test_tampered_cache_files_are_never_used(tmp_path_factory, case):
             assert not marker.exists()
             assert np.array_equal(np.asarray(ker.gram(X)), expected)
             assert codegen.is_complete(ker.path.read_text(), ker.module.INPUT_HASH)
+
         outcome("cache", lambda: dekc.compile_kernel("gaussian", reparam="relu"), check)
     finally:
         if old is None:

@@ -6,8 +6,6 @@ from pathlib import Path
 
 import numpy as np
 
-import dekc
-
 README = Path(__file__).resolve().parent.parent / "README.md"
 SECTION = README.read_text().split("## Register your own family")[1].split("\n## ")[0]
 

@@ -7,8 +7,16 @@ import sympy as sp
 import dekc
 from dekc.registry import Y, load_family_file
 
-BUILTIN = {"gaussian", "bernoulli", "binomial", "poisson", "exponential", "gamma",
-           "negative_binomial", "inverse_gaussian"}
+BUILTIN = {
+    "gaussian",
+    "bernoulli",
+    "binomial",
+    "poisson",
+    "exponential",
+    "gamma",
+    "negative_binomial",
+    "inverse_gaussian",
+}
 
 
 def test_the_shipped_families_are_registered():
@@ -41,7 +49,7 @@ def _measure_integral(fam, weight):
 
 # every family at its defaults, and each parametrised family again with its parameters set to 3
 DENSITY_CASES = [(name, {}) for name in sorted(BUILTIN)] + [
-    (name, {k: 3 for k in dekc.family(name).parameters}) for name in sorted(BUILTIN) if dekc.family(name).parameters
+    (name, dict.fromkeys(dekc.family(name).parameters, 3)) for name in sorted(BUILTIN) if dekc.family(name).parameters
 ]
 
 
@@ -55,8 +63,8 @@ def test_density_normalises_and_mean_is_A_prime(name, overrides):
     a_prime = sp.lambdify(theta, sp.diff(fam.A, theta), "mpmath")
     with mpmath.workdps(25):
         for th in _thetas(fam):
-            total = _measure_integral(fam, lambda y: density(y, th))
-            mean = _measure_integral(fam, lambda y: t_of_y(y) * density(y, th))
+            total = _measure_integral(fam, lambda y, th=th: density(y, th))
+            mean = _measure_integral(fam, lambda y, th=th: t_of_y(y) * density(y, th))
             assert abs(total - 1) < 1e-12, (name, th, total)
             assert abs(mean - a_prime(th)) < 1e-10 * (1 + abs(mean)), (name, th)
 
@@ -114,12 +122,13 @@ def test_a_different_family_under_a_taken_name_is_refused(write_family):
 
 def test_register_a_family_object():
     theta = sp.Symbol("theta", real=True)
-    fam = dekc.Family(name="scaled_gaussian", log_partition=2 * theta**2,
-                      natural_domain=sp.Interval(-sp.oo, sp.oo), support="reals")
+    fam = dekc.Family(
+        name="scaled_gaussian", log_partition=2 * theta**2, natural_domain=sp.Interval(-sp.oo, sp.oo), support="reals"
+    )
     assert dekc.register_family(fam) == fam
     assert sp.simplify(dekc.link("scaled_gaussian", reparam="identity").sigma - 4 * sp.Symbol("eta", real=True)) == 0
     with pytest.raises(dekc.FamilyError, match=r"<Family object>: field 'log_partition': A is not convex"):
-        dekc.Family(name="bad", log_partition=-theta**2, natural_domain=sp.Interval(-sp.oo, sp.oo))
+        dekc.Family(name="bad", log_partition=-(theta**2), natural_domain=sp.Interval(-sp.oo, sp.oo))
 
 
 BASE = {
@@ -153,10 +162,10 @@ def _toml(**changes):
         (_toml(sufficient_statistic='"2"'), "sufficient_statistic", "must depend on y"),
         (_toml(name='"Bad Name"'), "name", "not a valid name"),
         (_toml(natural_parameter='"y"'), "natural_parameter", "identifier other than y"),
-        (_toml() + "[parameters]\nk = \"two\"\n", "parameters.k", "expected a real number"),
+        (_toml() + '[parameters]\nk = "two"\n', "parameters.k", "expected a real number"),
         (_toml() + "[parameters]\nexp = 1\n", "parameters.exp", "parameter names"),
         (_toml(log_partition='"exp(theta) +"'), "log_partition", "not a valid expression"),
-        ("name = \"f\"\nlog_partition = \n", "<toml>", "not valid TOML"),
+        ('name = "f"\nlog_partition = \n', "<toml>", "not valid TOML"),
     ],
 )
 def test_malformed_files_name_the_file_and_field(write_family, text, field, complaint):
@@ -170,8 +179,9 @@ def test_malformed_files_name_the_file_and_field(write_family, text, field, comp
 
 def test_malicious_file_executes_nothing(write_family, tmp_path):
     sentinel = tmp_path / "pwned"
-    text = _toml(log_partition=f'"__import__(\'os\').system(\'touch {sentinel}\')"',
-                 base_measure=f'"open(\'{sentinel}\', \'w\')"')
+    text = _toml(
+        log_partition=f"\"__import__('os').system('touch {sentinel}')\"", base_measure=f"\"open('{sentinel}', 'w')\""
+    )
     path = write_family(text)
     with pytest.raises(dekc.FamilyError, match="only plain function names"):
         dekc.register_family(path)

@@ -31,6 +31,7 @@ def _augmented(X, input_scale, bias):
 
 # -- values -----------------------------------------------------------------------------------------
 
+
 def test_matches_gram(X):
     params = {"lam": 3.0, "feature_scale": 0.7, "input_scale": 1.3, "bias": -0.4}
     k = DEKernel(**params)
@@ -80,6 +81,7 @@ def test_diag_many_points():
 
 # -- gradients --------------------------------------------------------------------------------------
 
+
 def _central_differences(kernel, X, h=1e-5):
     theta = kernel.theta
     cols = []
@@ -90,11 +92,14 @@ def _central_differences(kernel, X, h=1e-5):
     return np.stack(cols, axis=-1)
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"lam": 2.0, "feature_scale": 0.9, "input_scale": 1.2, "bias": 0.3},
-    {"lam": 1.6, "feature_scale": 1.1, "input_scale": 0.7, "bias": 0.4, "bias_bounds": (1e-2, 10.0)},
-    {"lam": 2.0, "input_scale": 0.8, "bias": -0.2, "steps": 3, "lam_bounds": "fixed"},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"lam": 2.0, "feature_scale": 0.9, "input_scale": 1.2, "bias": 0.3},
+        {"lam": 1.6, "feature_scale": 1.1, "input_scale": 0.7, "bias": 0.4, "bias_bounds": (1e-2, 10.0)},
+        {"lam": 2.0, "input_scale": 0.8, "bias": -0.2, "steps": 3, "lam_bounds": "fixed"},
+    ],
+)
 def test_gradient_matches_finite_differences(X, kwargs):
     k = DEKernel(**kwargs)
     K, dK = k(X, eval_gradient=True)
@@ -123,6 +128,7 @@ def test_gradient_all_fixed(X):
 
 # -- sklearn's kernel API ---------------------------------------------------------------------------
 
+
 def test_theta_bounds_clone():
     k = DEKernel(lam=3.0, feature_scale=0.5, input_scale=2.0, bias=-1.0, lam_bounds=(1.5, 50.0))
     assert [h.name for h in k.hyperparameters] == ["bias", "feature_scale", "input_scale", "lam"]
@@ -140,8 +146,9 @@ def test_theta_bounds_clone():
     free_bias = DEKernel(bias=0.5, bias_bounds=(0.1, 2.0))
     np.testing.assert_allclose(free_bias.theta, np.log([0.5, 1.0, 1.0, 2.0]))
     assert not k.is_stationary() and k.requires_vector_input
-    assert repr(k) == ("DEKernel('gaussian', reparam='relu', lam=3, feature_scale=0.5, input_scale=2, bias=-1, "
-                       "features='relu')")
+    assert repr(k) == (
+        "DEKernel('gaussian', reparam='relu', lam=3, feature_scale=0.5, input_scale=2, bias=-1, features='relu')"
+    )
 
 
 def test_sum_kernel_params():
@@ -152,6 +159,7 @@ def test_sum_kernel_params():
 
 
 # -- estimators -------------------------------------------------------------------------------------
+
 
 # the optimum sits on bounds (large lam with a large feature scale; the DEKer's own nugget takes
 # the noise from WhiteKernel): sklearn warns, which is expected here
@@ -192,14 +200,20 @@ def test_grid_search_over_lam():
     y = np.tanh(Xtr[:, 0]) + 0.5 * Xtr[:, 1]
     grid = [1.2, 2.0, 6.0]
     cv = KFold(3, shuffle=True, random_state=0)
-    search = GridSearchCV(KernelRidge(kernel=DEKernel(bias=0.5), alpha=0.1), {"kernel__lam": grid}, cv=cv,
-                          scoring="neg_mean_squared_error").fit(Xtr, y)
+    search = GridSearchCV(
+        KernelRidge(kernel=DEKernel(bias=0.5), alpha=0.1),
+        {"kernel__lam": grid},
+        cv=cv,
+        scoring="neg_mean_squared_error",
+    ).fit(Xtr, y)
     # the same cross-validation by hand
     scores = []
     for lam in grid:
         k = DEKernel(lam=lam, bias=0.5)
-        fold = [-np.mean((_krr_predict(k(Xtr[tr]), k(Xtr[te], Xtr[tr]), y[tr], 0.1) - y[te]) ** 2)
-                for tr, te in cv.split(Xtr)]
+        fold = [
+            -np.mean((_krr_predict(k(Xtr[tr]), k(Xtr[te], Xtr[tr]), y[tr], 0.1) - y[te]) ** 2)
+            for tr, te in cv.split(Xtr)
+        ]
         scores.append(np.mean(fold))
     np.testing.assert_allclose(search.cv_results_["mean_test_score"], scores, rtol=1e-8)
     assert search.best_params_["kernel__lam"] == grid[int(np.argmax(scores))]
@@ -207,21 +221,25 @@ def test_grid_search_over_lam():
 
 # -- errors -----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kwargs, error, match", [
-    ({"lam": -1.0}, dekc.InputError, "lam must be a positive"),
-    ({"feature_scale": 0.0}, dekc.InputError, "feature_scale must be a positive"),
-    ({"input_scale": np.nan}, dekc.InputError, "input_scale must be a positive"),
-    ({"lam": "big"}, dekc.InputError, "lam must be a positive"),
-    ({"bias": np.inf}, dekc.InputError, "bias must be a finite"),
-    ({"bias": -0.5, "bias_bounds": (0.1, 1.0)}, dekc.InputError, "bias_bounds='fixed'"),
-    ({"lam_bounds": (0.0, 10.0)}, dekc.InputError, "lam_bounds must be"),
-    ({"input_scale_bounds": (5.0, 1.0)}, dekc.InputError, "input_scale_bounds must be"),
-    ({"lam_bounds": "free"}, dekc.InputError, "lam_bounds must be"),
-    ({"steps": -1}, dekc.InputError, "steps must be"),
-    ({"lam": 0.5}, dekc.ConvergenceError, "lam"),  # below the bound 1/√2 of gaussian + relu
-    ({"reparam": "relu", "activation": "relu"}, dekc.LinkError, "exactly one of reparam"),
-    ({"family": "no-such-family"}, dekc.UnknownFamilyError, "no-such-family"),
-])
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"lam": -1.0}, dekc.InputError, "lam must be a positive"),
+        ({"feature_scale": 0.0}, dekc.InputError, "feature_scale must be a positive"),
+        ({"input_scale": np.nan}, dekc.InputError, "input_scale must be a positive"),
+        ({"lam": "big"}, dekc.InputError, "lam must be a positive"),
+        ({"bias": np.inf}, dekc.InputError, "bias must be a finite"),
+        ({"bias": -0.5, "bias_bounds": (0.1, 1.0)}, dekc.InputError, "bias_bounds='fixed'"),
+        ({"lam_bounds": (0.0, 10.0)}, dekc.InputError, "lam_bounds must be"),
+        ({"input_scale_bounds": (5.0, 1.0)}, dekc.InputError, "input_scale_bounds must be"),
+        ({"lam_bounds": "free"}, dekc.InputError, "lam_bounds must be"),
+        ({"steps": -1}, dekc.InputError, "steps must be"),
+        ({"lam": 0.5}, dekc.ConvergenceError, "lam"),  # below the bound 1/√2 of gaussian + relu
+        ({"reparam": "relu", "activation": "relu"}, dekc.LinkError, "exactly one of reparam"),
+        ({"family": "no-such-family"}, dekc.UnknownFamilyError, "no-such-family"),
+    ],
+)
 def test_bad_parameters(X, kwargs, error, match):
     with pytest.raises(error, match=match):
         DEKernel(**kwargs)(X)

@@ -1,9 +1,11 @@
-"""The UCI data loader and the kernel ridge regression benchmark (examples/uci_benchmark.py)."""
+"""The UCI data loader and the kernel ridge regression benchmark (experiments/uci_benchmark.py)."""
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import importlib.util
+import shutil
 import subprocess
 import sys
 import time
@@ -16,10 +18,17 @@ import dekc
 from dekc.datasets import DATA_DIR, UCI_DATASETS, citation, load_uci
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "examples" / "uci_benchmark.py"
+SCRIPT = ROOT / "experiments" / "uci_benchmark.py"
+RECORDED = ROOT / "experiments" / "results" / "uci"
 
-SHAPES = {"yacht": (308, 6), "diabetes": (442, 10), "energy_heating": (768, 8), "energy_cooling": (768, 8),
-          "concrete": (1030, 8), "wine": (1599, 11)}
+SHAPES = {
+    "yacht": (308, 6),
+    "diabetes": (442, 10),
+    "energy_heating": (768, 8),
+    "energy_cooling": (768, 8),
+    "concrete": (1030, 8),
+    "wine": (1599, 11),
+}
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +36,21 @@ def bench():
     spec = importlib.util.spec_from_file_location("uci_benchmark", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     sys.modules["uci_benchmark"] = module
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(SCRIPT.parent))  # its helper module experiments/recorded.py
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
     return module
+
+
+def digests(folder):
+    """``{relative path: sha256}`` of every file under ``folder``."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 # ---------------------------------------------------------------------------------------------- loader
@@ -64,8 +86,17 @@ def test_load_uci_bad_name(bad):
 
 
 def test_bundled_files_and_citations():
-    for f in ("yacht.txt", "energy.csv", "concrete.csv", "winequality-red.csv", "CITATION.md",
-              "yacht.README.txt", "energy.README.txt", "concrete.README.txt", "wine.README.txt"):
+    for f in (
+        "yacht.txt",
+        "energy.csv",
+        "concrete.csv",
+        "winequality-red.csv",
+        "CITATION.md",
+        "yacht.README.txt",
+        "energy.README.txt",
+        "concrete.README.txt",
+        "wine.README.txt",
+    ):
         assert (DATA_DIR / f).is_file(), f
     text = (DATA_DIR / "CITATION.md").read_text()
     for needle in ("Cortez", "I-Cheng Yeh", "Tsanas", "Gerritsma", "Efron"):
@@ -182,10 +213,18 @@ def test_nn_kernels_match_dekc(bench):
     X[5] = X[2]  # duplicate inputs take the diagonal value
     mats = bench.nn_kernels(X, (1, 2, 3), input_scale=2.0, bias=0.1, weight_variance=2.0)
     for L in (1, 2, 3):
-        np.testing.assert_allclose(mats["NNGP", L], dekc.nngp("relu", L, weight_variance=2.0)(X, input_scale=2.0, bias=0.1),
-                                   rtol=1e-12, atol=1e-12)
-        np.testing.assert_allclose(mats["NTK", L], dekc.ntk("relu", L, weight_variance=2.0)(X, input_scale=2.0, bias=0.1),
-                                   rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(
+            mats["NNGP", L],
+            dekc.nngp("relu", L, weight_variance=2.0)(X, input_scale=2.0, bias=0.1),
+            rtol=1e-12,
+            atol=1e-12,
+        )
+        np.testing.assert_allclose(
+            mats["NTK", L],
+            dekc.ntk("relu", L, weight_variance=2.0)(X, input_scale=2.0, bias=0.1),
+            rtol=1e-12,
+            atol=1e-12,
+        )
 
 
 def test_bias_sign_gives_the_same_kernels():
@@ -194,16 +233,18 @@ def test_bias_sign_gives_the_same_kernels():
     X = rng.standard_normal((8, 3))
     ker = dekc.compile_kernel("gaussian", reparam="relu")
     for kw in (dict(), dict(steps=(2, 3))):
-        np.testing.assert_allclose(ker.gram(X, lam=2.0, bias=0.7, **kw), ker.gram(X, lam=2.0, bias=-0.7, **kw),
-                                   rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(
+            ker.gram(X, lam=2.0, bias=0.7, **kw), ker.gram(X, lam=2.0, bias=-0.7, **kw), rtol=1e-12, atol=1e-14
+        )
     np.testing.assert_allclose(dekc.ntk("relu", 3)(X, bias=0.7), dekc.ntk("relu", 3)(X, bias=-0.7), rtol=1e-12)
 
 
 def test_deker_steps_stack_is_one_call(bench):
     rng = np.random.default_rng(6)
     X = rng.standard_normal((6, 2))
-    mats = bench.run_job(bench.Job("deker", bench._frozen(lam=2.0, input_scale=1.0, bias=0.1, feature_scale=1.0)),
-                         X, bench.QUICK_GRID)
+    mats = bench.run_job(
+        bench.Job("deker", bench._frozen(lam=2.0, input_scale=1.0, bias=0.1, feature_scale=1.0)), X, bench.QUICK_GRID
+    )
     assert [m[1][-1] for m in mats] == [("lam", 2.0)] * 3
     assert [dict(m[1])["T"] for m in mats] == ["fp", 2, 3]
     ker = dekc.compile_kernel("gaussian", reparam="relu")
@@ -228,9 +269,11 @@ def test_failed_kernels_are_recorded_not_raised(bench, monkeypatch):
 
 
 def test_summary_and_wins(bench):
-    records = [dict(dataset="d", seed=s, kernel=k, test_rmse=v)
-               for s, vals in enumerate([(1.0, 2.0, 0.5, 3.0), (1.0, 0.5, 2.0, 3.0), (2.0, 1.0, 1.0, 3.0)])
-               for k, v in zip(bench.KERNELS, vals)]
+    records = [
+        dict(dataset="d", seed=s, kernel=k, test_rmse=v)
+        for s, vals in enumerate([(1.0, 2.0, 0.5, 3.0), (1.0, 0.5, 2.0, 3.0), (2.0, 1.0, 1.0, 3.0)])
+        for k, v in zip(bench.KERNELS, vals)
+    ]
     table, wins = bench.summarise(records)
     assert table["d"]["DEKer"][0] == pytest.approx(4 / 3)
     assert table["d"]["RBF"] == (3.0, 0.0)
@@ -242,19 +285,51 @@ def test_summary_and_wins(bench):
 # ---------------------------------------------------------------------------------------------- the script
 
 
-def test_quick_run_writes_its_files(tmp_path):
+def test_quick_run_writes_its_files_and_leaves_the_record_untouched(tmp_path):
+    """``--quick`` without ``--out``, run from an empty folder: its files go to
+    ./quick-results/uci/ and the recorded results stay byte for byte what they were."""
+    before = digests(RECORDED)
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--no-progress", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     elapsed = time.perf_counter() - start
     assert proc.returncode == 0, proc.stderr
     assert elapsed < 60
-    with open(tmp_path / "results.csv", newline="") as handle:
+    assert digests(RECORDED) == before and {"RECORDED.txt", "results.csv", "table.md"} <= set(before)
+    out = tmp_path / "quick-results" / "uci"
+    assert {p.name for p in tmp_path.iterdir()} == {"quick-results"} and not (out / "RECORDED.txt").exists()
+    with open(out / "results.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 2 * 4 and {r["dataset"] for r in rows} == {"yacht"}
     assert {r["kernel"] for r in rows} == {"DEKer", "NNGP", "NTK", "RBF"}
     assert all(float(r["test_rmse"]) > 0 and float(r["cv_rmse"]) > 0 for r in rows)
-    table = (tmp_path / "table.md").read_text()
+    table = (out / "table.md").read_text()
     assert "| yacht |" in table and "±" in table
     if importlib.util.find_spec("dekc.plot") is not None:
-        assert (tmp_path / "chart.png").stat().st_size > 0
+        assert (out / "chart.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("quick", [True, False], ids=["quick", "full"])
+def test_run_refuses_to_overwrite_recorded_results(bench, tmp_path, capsys, quick):
+    """A run whose --out holds recorded results (a copy of the real ones) stops with an error that
+    names the folder and both ways out, before computing or writing anything."""
+    folder = tmp_path / "uci"
+    shutil.copytree(RECORDED, folder)
+    before = digests(folder)
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main([*(["--quick"] if quick else []), "--no-progress", "--out", str(folder)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{folder} holds the recorded results of a full run" in err
+    assert "--out DIR" in err and "--overwrite" in err
+    assert ("quick-results/uci/" in err) == quick
+    assert digests(folder) == before
+    assert bench.main(["--replot", "--out", str(folder)]) == 0  # only table.md and chart.png, from results.csv
+    assert {k: v for k, v in digests(folder).items() if k not in ("table.md", "chart.png")} == {
+        k: v for k, v in before.items() if k not in ("table.md", "chart.png")
+    }

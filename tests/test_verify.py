@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import dekc
-from dekc.kernel import compile_kernel
-from dekc.verify import PAIRS, VerifyError, verify
+from dekc import compile_kernel
+from dekc.verification import PAIRS, VerifyError, verify
 
 GENERATED = [f"K_{f}_{g}{suffix}" for f, g in PAIRS for suffix in ("", "_dc", "_one_point")]
 
@@ -37,8 +37,15 @@ def _tampered(ker, name=None, factor=1.0, from_moments=None):
     if name is not None:
         original = getattr(ker.module, name)
         setattr(module, name, lambda *args: original(*args) * factor)
-    return types.SimpleNamespace(module=module, family=ker.family, sigma=ker.sigma, rho=ker.rho, methods=ker.methods,
-                                 error_bounds=ker.error_bounds, from_moments=from_moments or ker.from_moments)
+    return types.SimpleNamespace(
+        module=module,
+        family=ker.family,
+        sigma=ker.sigma,
+        rho=ker.rho,
+        methods=ker.methods,
+        error_bounds=ker.error_bounds,
+        from_moments=from_moments or ker.from_moments,
+    )
 
 
 def _assert_table(report):
@@ -48,7 +55,7 @@ def _assert_table(report):
     assert len(lines) == len(report.items) + 3  # header, rule, one row per item, summary
     column = lines[0].index("value")
     for line, item in zip(lines[2:-1], report.items):
-        assert line.startswith(item.name) and line[column - 2:column] == "  " and line[column] != " "
+        assert line.startswith(item.name) and line[column - 2 : column] == "  " and line[column] != " "
     assert lines[-1] == report.summary()
 
 
@@ -85,14 +92,17 @@ def test_the_edge_cases_alone_take_seconds(relu_kernel):
     assert all(item.name in GENERATED for item in report.items)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"dps": 10}, "dps must be"),
-    ({"points": [(1.0, 1.0, 2.0)]}, "not a covariance"),
-    ({"points": -1}, "points must be"),
-    ({"fixed_points": 1.5}, "fixed_points must be"),
-    ({"lam": 0.0}, "lam must be"),
-    ({"workers": 0}, "workers must be"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"dps": 10}, "dps must be"),
+        ({"points": [(1.0, 1.0, 2.0)]}, "not a covariance"),
+        ({"points": -1}, "points must be"),
+        ({"fixed_points": 1.5}, "fixed_points must be"),
+        ({"lam": 0.0}, "lam must be"),
+        ({"workers": 0}, "workers must be"),
+    ],
+)
 def test_bad_arguments_are_refused(relu_kernel, kwargs, message):
     with pytest.raises(VerifyError, match=message):
         verify(relu_kernel, **kwargs)
@@ -144,8 +154,11 @@ def test_quadrature_kernels_agree_with_the_reference(family, route):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="quadrature kernels miss at a = 1e-4 or 1e4: gaussian+tanh by 1e-8 (its error "
-                   "bound is established on [1e-2, 1e2] only), bernoulli+sigmoid returns NaN (exp overflow in sigma)")
+@pytest.mark.xfail(
+    strict=True,
+    reason="quadrature kernels miss at a = 1e-4 or 1e4: gaussian+tanh by 1e-8 (its error "
+    "bound is established on [1e-2, 1e2] only), bernoulli+sigmoid returns NaN (exp overflow in sigma)",
+)
 @pytest.mark.parametrize("family, route", QUADRATURE_KERNELS, ids=lambda v: str(v))
 def test_quadrature_kernels_at_extreme_scales(family, route):
     report = verify(_quiet_compile(family, **route), dps=20, points=0, fixed_points=0)

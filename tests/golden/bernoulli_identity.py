@@ -18,7 +18,7 @@ mu_x = mu(x), mu_y = mu(x'):
 Diagonal, u ~ N(0, a):
     D(a) = (E sigma(u)^2 - 2 mu E sigma(u) rho(u) + c E rho(u)^2) / lam^2
 
-input hash: sha256:7705d84ee78697a762e2a6b119916917a1cf4a774be06acf2a3f85b9d7ec12aa
+input hash: sha256:<input hash>
 """
 
 import jax
@@ -27,7 +27,7 @@ import jax.scipy.special as jsp
 
 
 DEKC_VERSION = '0.1.0'
-INPUT_HASH = '7705d84ee78697a762e2a6b119916917a1cf4a774be06acf2a3f85b9d7ec12aa'
+INPUT_HASH = '<input hash>'
 METADATA = {'family': 'bernoulli', 'route': 'reparam', 'spec': 'eta', 'kappa': None, 'parameters': {}}
 METHODS = {'sigma,sigma': 'quadrature', 'sigma,rho': 'quadrature', 'rho,rho': 'closed-form'}
 ERROR_BOUNDS = {'sigma,sigma': 1.3954098066957507e-14, 'sigma,rho': 7.983681890494197e-15, 'rho,rho': 1e-12}
@@ -260,4 +260,4 @@ def diagonal_update_and_da(a, c, mu, lam):
     return diagonal_update(a, c, mu, lam), diagonal_update_da(a, c, mu, lam)
 
 
-# end of dekc kernel module; sha256 of the text above: e07e0a3f1642ef833037aee19938665e665deaaf88ce389a224630a4dc8de980
+# end of dekc kernel module; sha256 of the text above: <seal>

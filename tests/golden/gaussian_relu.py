@@ -18,7 +18,7 @@ mu_x = mu(x), mu_y = mu(x'):
 Diagonal, u ~ N(0, a):
     D(a) = (E sigma(u)^2 - 2 mu E sigma(u) rho(u) + c E rho(u)^2) / lam^2
 
-input hash: sha256:6bbb9bc7d40a63efd1182a24a4f28ec91957923acc1b5ed97f084b99f009400c
+input hash: sha256:<input hash>
 """
 
 import jax
@@ -27,7 +27,7 @@ import jax.scipy.special as jsp
 
 
 DEKC_VERSION = '0.1.0'
-INPUT_HASH = '6bbb9bc7d40a63efd1182a24a4f28ec91957923acc1b5ed97f084b99f009400c'
+INPUT_HASH = '<input hash>'
 METADATA = {'family': 'gaussian', 'route': 'reparam', 'spec': 'Max(0, eta)', 'kappa': None, 'parameters': {}}
 METHODS = {'sigma,sigma': 'closed-form', 'sigma,rho': 'closed-form', 'rho,rho': 'closed-form'}
 ERROR_BOUNDS = {'sigma,sigma': 1e-12, 'sigma,rho': 1e-12, 'rho,rho': 1e-12}
@@ -209,4 +209,4 @@ def diagonal_update_and_da(a, c, mu, lam):
     return jnp.broadcast_to((_t0 * (((1.0 / 2.0) * c) + ((1.0 / 2.0) * a) + (-1.0 * _t1 * _t2))), jnp.broadcast_shapes(jnp.shape(a), jnp.shape(c), jnp.shape(mu))), jnp.broadcast_to(((1.0 / 2.0) * _t0 * (1.0 + (-1.0 * _t2 * (1.0 / _t1)))), jnp.broadcast_shapes(jnp.shape(a), jnp.shape(c), jnp.shape(mu)))
 
 
-# end of dekc kernel module; sha256 of the text above: e909b9c25da0d4fa30c47c75fc24cabda296ca43f2d80cc9ea35f6990b65c36a
+# end of dekc kernel module; sha256 of the text above: <seal>

@@ -18,7 +18,7 @@ mu_x = mu(x), mu_y = mu(x'):
 Diagonal, u ~ N(0, a):
     D(a) = (E sigma(u)^2 - 2 mu E sigma(u) rho(u) + c E rho(u)^2) / lam^2
 
-input hash: sha256:335ea5fe5e867e11e7c8725a693f2516b7331021806547141864eb7483d0d12c
+input hash: sha256:<input hash>
 """
 
 import jax
@@ -27,7 +27,7 @@ import jax.scipy.special as jsp
 
 
 DEKC_VERSION = '0.1.0'
-INPUT_HASH = '335ea5fe5e867e11e7c8725a693f2516b7331021806547141864eb7483d0d12c'
+INPUT_HASH = '<input hash>'
 METADATA = {'family': 'poisson', 'route': 'reparam', 'spec': 'eta', 'kappa': None, 'parameters': {}}
 METHODS = {'sigma,sigma': 'closed-form', 'sigma,rho': 'closed-form', 'rho,rho': 'closed-form'}
 ERROR_BOUNDS = {'sigma,sigma': 1e-12, 'sigma,rho': 1e-12, 'rho,rho': 1e-12}
@@ -188,4 +188,4 @@ def diagonal_update_and_da(a, c, mu, lam):
     return jnp.broadcast_to((_t0 * (_t1 + c + (-2.0 * _t3))), jnp.broadcast_shapes(jnp.shape(a), jnp.shape(c), jnp.shape(mu))), jnp.broadcast_to((-1.0 * _t0 * (_t3 + (-2.0 * _t1))), jnp.broadcast_shapes(jnp.shape(a), jnp.shape(c), jnp.shape(mu)))
 
 
-# end of dekc kernel module; sha256 of the text above: d861a2ac1a5becaab8de0b55177d9d0e3a0411e36af39018a2d869f8e271a419
+# end of dekc kernel module; sha256 of the text above: <seal>

@@ -27,13 +27,21 @@ other four folds, and the setting with the lowest 5-fold CV RMSE among those is 
 (e.g. no fixed point: ``dekc.ConvergenceError``) or whose system cannot be factorised are
 invalid for selection and counted in the output.
 
-Outputs in ``--out`` (default ``examples/results/uci/``): ``results.csv`` (one row per data set,
-seed and kernel: the chosen hyper-parameters, CV RMSE and test RMSE), ``table.md`` (test RMSE
-mean ± standard error over seeds and the paired win counts of the DEKer) and ``chart.png``.
+Outputs in ``--out``: ``results.csv`` (one row per data set, seed and kernel: the chosen
+hyper-parameters, CV RMSE and test RMSE), ``table.md`` (test RMSE mean ± standard error over seeds
+and the paired win counts of the DEKer) and ``chart.png``. Default ``--out``:
+``quick-results/uci/`` under the current directory with ``--quick``, otherwise the recorded
+results ``experiments/results/uci/``.
 
-    python examples/uci_benchmark.py                 # all six data sets, 20 seeds
-    python examples/uci_benchmark.py --quick         # yacht, two seeds, a small grid (< 1 min)
-    python examples/uci_benchmark.py --replot        # table and chart again from results.csv
+    python experiments/uci_benchmark.py --quick       # yacht, two seeds, a small grid (< 1 min)
+    python experiments/uci_benchmark.py --out DIR     # all six data sets, 20 seeds (about an hour on 2 cores)
+    python experiments/uci_benchmark.py --overwrite   # the same, replacing the recorded results
+    python experiments/uci_benchmark.py --replot      # table and chart again from results.csv
+
+Recorded results (a folder with ``RECORDED.txt``, which every run without ``--quick`` writes when
+it finishes) are never overwritten by accident: a run whose ``--out`` holds them stops before
+computing anything unless ``--overwrite`` is given (see ``experiments/README.md``). ``--replot``
+rewrites only ``table.md`` and ``chart.png`` from the folder's own ``results.csv`` and is allowed.
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ import csv
 import itertools
 import math
 import platform
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -50,6 +59,7 @@ from pathlib import Path
 
 import numpy as np
 import scipy.linalg
+from recorded import default_out, mark_recorded, prepare
 
 import dekc
 from dekc.datasets import UCI_DATASETS, load_uci
@@ -57,7 +67,7 @@ from dekc.datasets import UCI_DATASETS, load_uci
 KERNELS = ("DEKer", "NNGP", "NTK", "RBF")
 PEERS = ("NNGP", "NTK", "RBF")
 PARAM_NAMES = ("lam", "input_scale", "bias", "feature_scale", "T", "depth", "weight_variance", "length_scale")
-DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "uci"
+DEFAULT_OUT = default_out("uci", quick=False)  # the recorded results; quick runs: default_out("uci", quick=True)
 N_FOLDS = 5
 MIN_KEEP = 20
 
@@ -74,8 +84,15 @@ GRID = dict(
 )
 
 QUICK_GRID = dict(
-    lam=(2.0, 4.0), input_scale=(1.0, 2.0), bias=(0.0, 0.1), feature_scale=(1.0,), steps=(2, 3),
-    ridge=(0.1, 0.5), depth=(1, 2, 3), weight_variance=(1.0,), length_scale=(0.5, 1.0, 2.0),
+    lam=(2.0, 4.0),
+    input_scale=(1.0, 2.0),
+    bias=(0.0, 0.1),
+    feature_scale=(1.0,),
+    steps=(2, 3),
+    ridge=(0.1, 0.5),
+    depth=(1, 2, 3),
+    weight_variance=(1.0,),
+    length_scale=(0.5, 1.0, 2.0),
 )
 
 
@@ -217,10 +234,14 @@ class Job:
 
 def make_jobs(grid) -> list:
     biases = sorted({abs(b) for b in grid["bias"]})  # the kernels depend on the bias through b² only
-    jobs = [Job("deker", _frozen(lam=lam, input_scale=s, bias=b, feature_scale=f))
-            for lam, s, b, f in itertools.product(grid["lam"], grid["input_scale"], biases, grid["feature_scale"])]
-    jobs += [Job("nn", _frozen(input_scale=s, bias=b, weight_variance=w))
-             for s, b, w in itertools.product(grid["input_scale"], biases, grid["weight_variance"])]
+    jobs = [
+        Job("deker", _frozen(lam=lam, input_scale=s, bias=b, feature_scale=f))
+        for lam, s, b, f in itertools.product(grid["lam"], grid["input_scale"], biases, grid["feature_scale"])
+    ]
+    jobs += [
+        Job("nn", _frozen(input_scale=s, bias=b, weight_variance=w))
+        for s, b, w in itertools.product(grid["input_scale"], biases, grid["weight_variance"])
+    ]
     jobs.append(Job("rbf", ()))
     return jobs
 
@@ -269,8 +290,13 @@ def run_job(job: Job, X: np.ndarray, grid) -> list:
     settings = job.settings(grid)
     p = dict(job.params)
     if job.kind == "deker":
-        kw = dict(lam=p["lam"], input_scale=p["input_scale"], bias=p["bias"], feature_scale=p["feature_scale"],
-                  features="relu")
+        kw = dict(
+            lam=p["lam"],
+            input_scale=p["input_scale"],
+            bias=p["bias"],
+            feature_scale=p["feature_scale"],
+            features="relu",
+        )
         results = []
         try:
             results.append(deker().gram(X, **kw))
@@ -282,8 +308,9 @@ def run_job(job: Job, X: np.ndarray, grid) -> list:
         except dekc.DekcError as err:
             results.extend([err] * len(grid["steps"]))
     elif job.kind == "nn":
-        mats = nn_kernels(X, tuple(grid["depth"]), input_scale=p["input_scale"], bias=p["bias"],
-                          weight_variance=p["weight_variance"])
+        mats = nn_kernels(
+            X, tuple(grid["depth"]), input_scale=p["input_scale"], bias=p["bias"], weight_variance=p["weight_variance"]
+        )
         results = [mats[name, dict(params)["depth"]] for name, params in settings]
     else:
         sq = np.sum(X * X, axis=1)
@@ -371,20 +398,24 @@ def run_group(X: np.ndarray, problems: list, grid, keep: float, progress) -> dic
     for p in problems:
         for split in p.splits:
             for kernel in KERNELS:
-                scores = {key: cv_rmse(sse, len(split.train)) for key, sse in p.sse.get(split.seed, {}).items()
-                          if key[0] == kernel}
+                scores = {
+                    key: cv_rmse(sse, len(split.train))
+                    for key, sse in p.sse.get(split.seed, {}).items()
+                    if key[0] == kernel
+                }
                 best = select(scores)
                 chosen.setdefault(p.name, {}).setdefault(split.seed, {})[kernel] = (best, scores.get(best))
     # stage 3: the test error of the chosen settings only
     need = {}
     for p in problems:
         for split in p.splits:
-            for kernel, (best, _) in chosen[p.name][split.seed].items():
+            for best, _ in chosen[p.name][split.seed].values():
                 if best is not None:
                     need.setdefault(best[:2], []).append((p, split, best))
     rows = {}
-    for job in progress([j for j in jobs if any(s in need for s in settings_of[j])],
-                        desc=f"{'/'.join(p.name for p in problems)}: test"):
+    for job in progress(
+        [j for j in jobs if any(s in need for s in settings_of[j])], desc=f"{'/'.join(p.name for p in problems)}: test"
+    ):
         for name, params, K in run_job(job, X, grid):
             for p, split, best in need.get((name, params), []):
                 cv = chosen[p.name][split.seed][name][1]
@@ -393,7 +424,8 @@ def run_group(X: np.ndarray, problems: list, grid, keep: float, progress) -> dic
                 except np.linalg.LinAlgError:
                     test = float("nan")
                 rows.setdefault(p.name, {}).setdefault(split.seed, {})[name] = dict(
-                    params=dict(params), ridge=best[2], cv_rmse=cv * split.y_sd, test_rmse=test)
+                    params=dict(params), ridge=best[2], cv_rmse=cv * split.y_sd, test_rmse=test
+                )
     return rows
 
 
@@ -460,8 +492,10 @@ def summarise(records: list):
 
 
 def markdown_table(table: dict, wins: dict, notes=()) -> str:
-    lines = ["| data set | " + " | ".join(KERNELS) + " | DEKer wins vs " + " / ".join(PEERS) + " |",
-             "|---|" + "---:|" * len(KERNELS) + "---:|"]
+    lines = [
+        "| data set | " + " | ".join(KERNELS) + " | DEKer wins vs " + " / ".join(PEERS) + " |",
+        "|---|" + "---:|" * len(KERNELS) + "---:|",
+    ]
     for ds in table:
         cells = []
         means = {k: v[0] for k, v in table[ds].items()}
@@ -483,8 +517,10 @@ def markdown_table(table: dict, wins: dict, notes=()) -> str:
 
 def write_outputs(out: Path, records: list, notes=(), title="Kernel ridge regression on UCI data") -> dict:
     table, wins = summarise(records)
-    header = (f"# {title}\n\nTest RMSE (original units), mean ± standard error over seeds; bold: lowest mean. "
-              "Wins: seeds on which the DEKer's test RMSE is lower than the peer's.\n\n")
+    header = (
+        f"# {title}\n\nTest RMSE (original units), mean ± standard error over seeds; bold: lowest mean. "
+        "Wins: seeds on which the DEKer's test RMSE is lower than the peer's.\n\n"
+    )
     (out / "table.md").write_text(header + markdown_table(table, wins, notes))
     try:
         from dekc.plot import benchmark_chart
@@ -492,8 +528,11 @@ def write_outputs(out: Path, records: list, notes=(), title="Kernel ridge regres
         print(f"no chart: {err}", file=sys.stderr)
     else:
         # a single seed has no standard error: its bars are drawn without one
-        chart = {ds: {k: (m, se if np.isfinite(se) else 0.0) for k, (m, se) in row.items()}
-                 for ds, row in table.items() if row}
+        chart = {
+            ds: {k: (m, se if np.isfinite(se) else 0.0) for k, (m, se) in row.items()}
+            for ds, row in table.items()
+            if row
+        }
         if chart:
             import matplotlib.pyplot as plt
 
@@ -505,21 +544,45 @@ def write_outputs(out: Path, records: list, notes=(), title="Kernel ridge regres
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="A run without --quick writes RECORDED.txt into its output folder when "
+        "it finishes; a run (quick or not) whose output folder holds it stops "
+        "before computing anything unless --overwrite is given.",
+    )
     parser.add_argument("--seeds", type=int, default=20, help="number of random splits (default 20)")
-    parser.add_argument("--datasets", default=",".join(UCI_DATASETS),
-                        help=f"comma-separated subset of {','.join(UCI_DATASETS)}")
-    parser.add_argument("--quick", action="store_true", help="yacht, two seeds, a small grid (under a minute)")
-    parser.add_argument("--keep", type=float, default=0.05,
-                        help="fraction of each kernel's settings (at least 20) scored on all five folds after "
-                             "the first; 1 scores every setting on every fold (default 0.05)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
+    parser.add_argument(
+        "--datasets", default=",".join(UCI_DATASETS), help=f"comma-separated subset of {','.join(UCI_DATASETS)}"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="yacht, two seeds, a small grid (under a minute), written by default to "
+        "quick-results/uci/ under the current directory",
+    )
+    parser.add_argument(
+        "--keep",
+        type=float,
+        default=0.05,
+        help="fraction of each kernel's settings (at least 20) scored on all five folds after "
+        "the first; 1 scores every setting on every fold (default 0.05)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default: experiments/results/uci/, the recorded results; quick-results/uci/ with --quick)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="allow writing into a folder that holds the recorded results of a full run (they are replaced)",
+    )
     parser.add_argument("--replot", action="store_true", help="only rewrite table.md and chart.png from results.csv")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
 
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    out = args.out if args.out is not None else default_out("uci", args.quick)
     if args.replot:  # keeps the notes (invalid settings, timings) of an existing table.md
         old = (out / "table.md").read_text().splitlines() if (out / "table.md").exists() else []
         write_outputs(out, read_csv(out / "results.csv"), [line for line in old if line.startswith("- ")])
@@ -534,6 +597,10 @@ def main(argv=None) -> int:
         names = ["yacht"] if args.datasets == parser.get_default("datasets") else names
     if seeds < 1:
         parser.error("--seeds must be at least 1")
+    prepare(out, args.quick, args.overwrite, "uci", parser.error)  # before any work
+    command = " ".join(
+        ["python experiments/uci_benchmark.py", *(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))]
+    )
 
     from tqdm import tqdm
 
@@ -542,6 +609,7 @@ def main(argv=None) -> int:
 
     try:  # one BLAS thread: the Cholesky factorisations are many and small
         from threadpoolctl import threadpool_limits
+
         threadpool_limits(1, user_api="blas")
     except ImportError:
         pass
@@ -574,15 +642,25 @@ def main(argv=None) -> int:
                     row = rows.get(p.name, {}).get(seed, {}).get(kernel)
                     if row is None:
                         continue
-                    rec = dict(dataset=p.name, seed=seed, kernel=kernel, test_rmse=f"{row['test_rmse']:.6g}",
-                               cv_rmse=f"{row['cv_rmse']:.6g}", ridge=row["ridge"], n_train=len(p.splits[0].train),
-                               n_test=len(p.splits[0].test))
-                    rec.update({k: v for k, v in row["params"].items()})
+                    rec = dict(
+                        dataset=p.name,
+                        seed=seed,
+                        kernel=kernel,
+                        test_rmse=f"{row['test_rmse']:.6g}",
+                        cv_rmse=f"{row['cv_rmse']:.6g}",
+                        ridge=row["ridge"],
+                        n_train=len(p.splits[0].train),
+                        n_test=len(p.splits[0].test),
+                    )
+                    rec.update(dict(row["params"].items()))
                     records.append(rec)
             bad = count_invalid(p)
-            note = "; ".join(f"{k}: {bad[k][0]} of {counts[k]} settings failed" +
-                             (f", {bad[k][1]} (seed, setting) solves failed" if bad[k][1] else "")
-                             for k in KERNELS if bad[k][0] or bad[k][1])
+            note = "; ".join(
+                f"{k}: {bad[k][0]} of {counts[k]} settings failed"
+                + (f", {bad[k][1]} (seed, setting) solves failed" if bad[k][1] else "")
+                for k in KERNELS
+                if bad[k][0] or bad[k][1]
+            )
             notes.append(f"- {p.name}: " + (note or "every setting valid") + f" (group time {elapsed:.0f} s)")
             print(notes[-1], file=sys.stderr)
             if any(isinstance(v, str) for v in p.failed.values()):
@@ -592,9 +670,13 @@ def main(argv=None) -> int:
         write_outputs(out, records, notes)
     wall = time.perf_counter() - start
     settings_text = ", ".join(f"{k} {v}" for k, v in counts.items())
-    notes.append(f"- settings per kernel (b and −b counted separately): {settings_text}; seeds: {seeds}; "
-                 f"keep fraction {args.keep}; wall time {wall:.0f} s on {platform.node() or 'this machine'}")
+    notes.append(
+        f"- settings per kernel (b and −b counted separately): {settings_text}; seeds: {seeds}; "
+        f"keep fraction {args.keep}; wall time {wall:.0f} s on {platform.node() or 'this machine'}"
+    )
     write_outputs(out, records, notes)
+    if not args.quick:
+        mark_recorded(out, command)
     print((out / "table.md").read_text())
     print(f"wrote {out / 'results.csv'}, {out / 'table.md'} and {out / 'chart.png'} in {wall:.0f} s", file=sys.stderr)
     return 0

@@ -2,7 +2,7 @@
 
 ``verify(ker, dps)`` evaluates the generated module and :meth:`Kernel.from_moments`, computes
 the same quantities with :mod:`dekc.reference` (nothing there shares a formula with the engine)
-and returns a :class:`Report`: one :class:`Item` per comparison and a verdict.
+and returns a :class:`VerificationReport`: one :class:`VerificationItem` per comparison and a verdict.
 
 **Expectations**, for each pair ``(σ, σ)``, ``(σ, ρ)``, ``(ρ, ρ)`` of the module:
 
@@ -62,16 +62,11 @@ pair and one-point forms (an absolute error where it is 0), that scale over ``�
 equation, ``(δG + 1e-13√(ab)) / ((1 − G')√(ab))`` with ``δG = λ⁻²Σ|coefficient|·tol·scale``
 (1e-13 is the solver's own residual).
 
-**Cost.** Almost all of it is the two-dimensional reference integrals: pure-Python mpmath,
-about 400 outer × 450 inner nodes, 2–7 s each at 30 digits and about half that at 16 on one
-core. A run needs three per random or scale point, six near full correlation (a difference for
-each pair) and eight per off-diagonal fixed point (six when ``a = b``): 26 for ``gaussian`` +
-``relu`` with the defaults (measured: 63 s with two workers, 125 s of CPU time; ``points=0,
-fixed_points=0``, the 1-D cases alone, 2 s). Everything else (one-point forms, the edges, diagonal fixed points)
-is one-dimensional and takes well under a second. The 2-D integrals run in ``workers``
-processes (default: one per CPU; started with ``spawn``, so a script calling :func:`verify`
-needs the usual ``if __name__ == "__main__":`` guard, or ``workers=1``; each worker first spends
-a few seconds importing dekc).
+**Cost.** Almost all of it is the two-dimensional reference integrals (pure-Python mpmath): three
+per random or scale point, six near full correlation and eight per off-diagonal fixed point;
+everything else is one-dimensional. The 2-D integrals run in ``workers`` processes (default: one
+per CPU, started with ``spawn``: a script calling :func:`verify` needs the usual
+``if __name__ == "__main__":`` guard, or ``workers=1``).
 """
 
 from __future__ import annotations
@@ -95,6 +90,7 @@ from . import reference
 from .errors import DekcWarning, VerifyError
 from .expectations import CLOSED_FORM_TOLERANCE
 from .expressions import ETA, as_eta_expression, kink_points
+from .kernel import Kernel
 
 #: the smallest fixed-point tolerance, relative to √(ab) (to a on the diagonal)
 FIXED_POINT_TOLERANCE = 1e-11
@@ -112,7 +108,7 @@ _SCALES = (1e-4, 1e4)
 
 
 @dataclasses.dataclass(frozen=True)
-class Item:
+class VerificationItem:
     """One comparison.
 
     ``name`` is the generated function (``K_sigma_rho_dc``, ...) or ``fixed_point[i,j]``;
@@ -135,10 +131,10 @@ class Item:
 
 
 @dataclasses.dataclass(frozen=True)
-class Report:
+class VerificationReport:
     """The result of :func:`verify`: ``ok`` when every item is within its tolerance.
 
-    ``items`` is a tuple of :class:`Item`; ``max_rel_error`` the largest ``rel_error`` (each
+    ``items`` is a tuple of :class:`VerificationItem`; ``max_rel_error`` the largest ``rel_error`` (each
     item's own tolerance decides ``ok``); ``kernel`` describes the kernel, ``dps`` the
     reference precision, ``seconds`` the run time. ``str(report)`` is an aligned table and a
     summary line.
@@ -169,9 +165,19 @@ class Report:
     def __str__(self) -> str:
         rows = [["item", "case", "arguments", "value", "reference", "rel error", "tol", "ok", "note"]]
         for item in self.items:
-            rows.append([item.name, item.case, _format_arguments(item.arguments), f"{item.value:.16g}",
-                         mpmath.nstr(item.reference, 17), f"{item.rel_error:.1e}", f"{item.tolerance:.0e}",
-                         "ok" if item.ok else "FAIL", item.note])
+            rows.append(
+                [
+                    item.name,
+                    item.case,
+                    _format_arguments(item.arguments),
+                    f"{item.value:.16g}",
+                    mpmath.nstr(item.reference, 17),
+                    f"{item.rel_error:.1e}",
+                    f"{item.tolerance:.0e}",
+                    "ok" if item.ok else "FAIL",
+                    item.note,
+                ]
+            )
         return _table(rows) + "\n" + self.summary()
 
     def summary(self) -> str:
@@ -201,6 +207,7 @@ def _table(rows: list) -> str:
 
 
 # -- reference values ------------------------------------------------------------------------------
+
 
 def _reference_value(key):
     """The reference value of a key (module level: it runs in worker processes)."""
@@ -249,7 +256,7 @@ class _References:
         if key not in self.values:
             try:
                 self.values[key] = _reference_value(key)
-            except Exception as exc:  # noqa: BLE001 -- a failed integral fails its items, not the run
+            except Exception as exc:
                 self.values[key] = exc
         value = self.values[key]
         if isinstance(value, Exception):
@@ -273,17 +280,21 @@ class _References:
                     self.values[key] = future.result()
                 except concurrent.futures.process.BrokenProcessPool as exc:
                     broken = exc  # left for this process
-                except Exception as exc:  # noqa: BLE001 -- recorded; its items report it
+                except Exception as exc:
                     self.values[key] = exc
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
         if broken is not None:
-            warnings.warn(f"the reference worker processes failed ({broken}); computing in this process instead. "
-                          "A script that calls verify needs an `if __name__ == '__main__':` guard (or workers=1).",
-                          DekcWarning, stacklevel=3)
+            warnings.warn(
+                f"the reference worker processes failed ({broken}); computing in this process instead. "
+                "A script that calls verify needs an `if __name__ == '__main__':` guard (or workers=1).",
+                DekcWarning,
+                stacklevel=3,
+            )
 
 
 # -- the plan --------------------------------------------------------------------------------------
+
 
 @dataclasses.dataclass(frozen=True)
 class _Resolved:
@@ -309,21 +320,41 @@ class _Pending:
     keys: tuple
     resolve: Callable
 
-    def item(self, refs: _References, dps: int) -> Item:
+    def item(self, refs: _References, dps: int) -> VerificationItem:
         with mpmath.workdps(dps + 10):
             try:
                 got = self.resolve(refs)
             except _ReferenceFailure as exc:
-                return Item(self.name, self.case, self.arguments, self.value, mpmath.nan, math.nan, math.inf,
-                            self.tolerance, False, str(exc))
+                return VerificationItem(
+                    self.name,
+                    self.case,
+                    self.arguments,
+                    self.value,
+                    mpmath.nan,
+                    math.nan,
+                    math.inf,
+                    self.tolerance,
+                    False,
+                    str(exc),
+                )
             scale, note = got.scale, got.note
             if not scale > 0:
                 scale, note = mpmath.mpf(1), (note + "; " if note else "") + "scale 0: absolute error"
             tolerance = self.tolerance if got.tolerance is None else got.tolerance
             finite = math.isfinite(self.value)
             rel_error = float(abs(mpmath.mpf(self.value) - got.reference) / scale) if finite else math.inf
-            return Item(self.name, self.case, self.arguments, self.value, +got.reference, float(scale), rel_error,
-                        tolerance, bool(rel_error <= tolerance and got.ok), note)
+            return VerificationItem(
+                self.name,
+                self.case,
+                self.arguments,
+                self.value,
+                +got.reference,
+                float(scale),
+                rel_error,
+                tolerance,
+                bool(rel_error <= tolerance and got.ok),
+                note,
+            )
 
 
 def _float(x) -> float:
@@ -387,8 +418,15 @@ class _Plan:
             keys = (self.refs.expectation(f, g, a, b, c if c_ref is None else c_ref, self.dps),)
             ref_of = lambda refs: refs[keys[0]]
         scale_keys = self._scale_keys(f, g, a, b)
-        self._add(name, case, {"a": a, "b": b, "c": c}, value, self.tolerances[pair], keys + scale_keys,
-                  lambda refs: _Resolved(ref_of(refs), self._scale(refs, scale_keys)))
+        self._add(
+            name,
+            case,
+            {"a": a, "b": b, "c": c},
+            value,
+            self.tolerances[pair],
+            keys + scale_keys,
+            lambda refs: _Resolved(ref_of(refs), self._scale(refs, scale_keys)),
+        )
 
     def _step(self, f, g, a, b, c) -> float:
         """Half-width of a central difference of ``K_fg`` at ``c``: ``1e-8√(ab)``; for a pair with
@@ -422,9 +460,17 @@ class _Plan:
             keys = (low, high)
             ref_of, how = (lambda refs: (refs[high] - refs[low]) / (mpmath.mpf(hi) - mpmath.mpf(lo))), "difference"
         scale_keys = self._scale_keys(f, g, a, b)
-        self._add(name, case, {"a": a, "b": b, "c": c}, value, self.tolerances[pair], keys + scale_keys,
-                  lambda refs: _Resolved(ref_of(refs), self._scale(refs, scale_keys) / mpmath.sqrt(mpmath.mpf(a) * b),
-                                         note=how))
+        self._add(
+            name,
+            case,
+            {"a": a, "b": b, "c": c},
+            value,
+            self.tolerances[pair],
+            keys + scale_keys,
+            lambda refs: _Resolved(
+                ref_of(refs), self._scale(refs, scale_keys) / mpmath.sqrt(mpmath.mpf(a) * b), note=how
+            ),
+        )
 
     def difference_point(self, case, a, b, c):
         """Every pair's ``∂K/∂c`` at ``(a, b, c)`` by a central difference, and its pair form at the
@@ -440,8 +486,15 @@ class _Plan:
         value = _float(fn(a))
         key = self.refs.one_point(f, g, a, self.dps)
         scale_keys = self._scale_keys(f, g, a, a)
-        self._add(name, case, {"a": a}, value, self.tolerances[pair], (key, *scale_keys),
-                  lambda refs: _Resolved(refs[key], self._scale(refs, scale_keys)))
+        self._add(
+            name,
+            case,
+            {"a": a},
+            value,
+            self.tolerances[pair],
+            (key, *scale_keys),
+            lambda refs: _Resolved(refs[key], self._scale(refs, scale_keys)),
+        )
 
     def covariance(self, case, a, b, c, edge=0):
         """Every pair's form at ``(a, b, c)``; ``edge = ±1`` puts ``c`` at ``±√(ab)``."""
@@ -461,8 +514,7 @@ class _Plan:
         for i in sorted({k for entry in entries for k in entry[:2]}):
             self._diagonal(i, float(K[i, i]), float(c[i, i]), float(mu[i]), lam)
         for i, j, case in entries:
-            self._off_diagonal(i, j, case, *(float(v) for v in (K[i, i], K[j, j], K[i, j], c[i, j], mu[i], mu[j])),
-                               lam)
+            self._off_diagonal(i, j, case, *(float(v) for v in (K[i, i], K[j, j], K[i, j], c[i, j], mu[i], mu[j])), lam)
 
     def _diagonal(self, i, a_star, cd, mu, lam):
         fns, dps = self.fns, self.dps
@@ -484,25 +536,44 @@ class _Plan:
             h = STEP * root
             slope = (D(root + h, self._digits(STEP)) - D(root - h, self._digits(STEP))) / (2 * h)
             residual = abs(D(root) - root) / root
-            scales = [mpmath.sqrt(reference.one_point(fns[f], fns[f], root, dps=dps)
-                                  * reference.one_point(fns[g], fns[g], root, dps=dps)) for f, g in PAIRS]
+            scales = [
+                mpmath.sqrt(
+                    reference.one_point(fns[f], fns[f], root, dps=dps)
+                    * reference.one_point(fns[g], fns[g], root, dps=dps)
+                )
+                for f, g in PAIRS
+            ]
             spread = (tol_ss * scales[0] + 2 * abs(mu) * tol_sr * scales[1] + abs(cd) * tol_rr * scales[2]) / lam**2
             tolerance = max(FIXED_POINT_TOLERANCE, float((spread + SOLVER_RESIDUAL * root) / (abs(1 - slope) * root)))
             attracting, is_root = slope < 1, residual <= mpmath.mpf(10) ** (4 - dps)
-            note = (f"D'={mpmath.nstr(slope, 3)}, residual {mpmath.nstr(residual, 2)}"
-                    + ("" if attracting else ", REPELLING") + ("" if is_root else ", NOT A ROOT"))
+            note = (
+                f"D'={mpmath.nstr(slope, 3)}, residual {mpmath.nstr(residual, 2)}"
+                + ("" if attracting else ", REPELLING")
+                + ("" if is_root else ", NOT A ROOT")
+            )
             return _Resolved(root, root, bool(attracting and is_root), note, tolerance)
 
-        self._add(f"fixed_point[{i},{i}]", "diagonal", {"c": cd, "mu": mu, "lam": lam}, a_star,
-                  FIXED_POINT_TOLERANCE, (), resolve)
+        self._add(
+            f"fixed_point[{i},{i}]",
+            "diagonal",
+            {"c": cd, "mu": mu, "lam": lam},
+            a_star,
+            FIXED_POINT_TOLERANCE,
+            (),
+            resolve,
+        )
 
     def _off_diagonal(self, i, j, case, a, b, p_star, c, mu_x, mu_y, lam):
         """``p = G(p)`` bracketed at ``p* ± h``; the eight integrals double as pair-form and
         ``∂K/∂c`` items at that covariance."""
         sab = math.sqrt(a * b)
         # G = λ⁻²[K_σσ(a, b) − μ(x') K_σρ(a, b) − μ(x) K_σρ(b, a) + c K_ρρ(a, b)]   (K_ρσ(a, b) = K_σρ(b, a))
-        terms = ((("sigma", "sigma"), (a, b), 1.0), (("sigma", "rho"), (a, b), -mu_y),
-                 (("sigma", "rho"), (b, a), -mu_x), (("rho", "rho"), (a, b), c))
+        terms = (
+            (("sigma", "sigma"), (a, b), 1.0),
+            (("sigma", "rho"), (a, b), -mu_y),
+            (("sigma", "rho"), (b, a), -mu_x),
+            (("rho", "rho"), (a, b), c),
+        )
         # one bracket for all four terms, wide enough to hold a root that is off by the tolerance;
         # a term's d/dc item comes from it where it is also a good difference step for that pair
         h = min(STEP * sab, (sab - abs(p_star)) / 2)
@@ -519,22 +590,39 @@ class _Plan:
 
         def resolve(refs):
             lo, hi = (mpmath.mpf(x) for x in points)
-            F = [sum(coef * refs[keys[k][side]] for k, (_, _, coef) in enumerate(terms)) / lam**2 - x
-                 for side, x in enumerate((lo, hi))]
+            F = [
+                sum(coef * refs[keys[k][side]] for k, (_, _, coef) in enumerate(terms)) / lam**2 - x
+                for side, x in enumerate((lo, hi))
+            ]
             slope_F = (F[1] - F[0]) / (hi - lo)
             root = lo - F[0] / slope_F  # one secant step: exact to O(h²)
             slope = 1 + slope_F
             bracketed, attracting = F[0] * F[1] <= 0, slope < 1
-            spread = sum(abs(coef) * self.tolerances[pair] * self._scale(refs, scale_keys[k])
-                         for k, (pair, _, coef) in enumerate(terms)) / lam**2
+            spread = (
+                sum(
+                    abs(coef) * self.tolerances[pair] * self._scale(refs, scale_keys[k])
+                    for k, (pair, _, coef) in enumerate(terms)
+                )
+                / lam**2
+            )
             tolerance = max(FIXED_POINT_TOLERANCE, float((spread + SOLVER_RESIDUAL * sab) / (abs(1 - slope) * sab)))
-            note = (f"G'={mpmath.nstr(slope, 3)}" + (", bracketed" if bracketed else ", NOT BRACKETED")
-                    + ("" if attracting else ", REPELLING"))
+            note = (
+                f"G'={mpmath.nstr(slope, 3)}"
+                + (", bracketed" if bracketed else ", NOT BRACKETED")
+                + ("" if attracting else ", REPELLING")
+            )
             return _Resolved(root, mpmath.sqrt(mpmath.mpf(a) * b), bool(bracketed and attracting), note, tolerance)
 
         every = tuple(key for pair in keys.values() for key in pair) + tuple(k for s in scale_keys.values() for k in s)
-        self._add(f"fixed_point[{i},{j}]", case, {"a": a, "b": b, "c": c, "mu_x": mu_x, "mu_y": mu_y, "lam": lam},
-                  p_star, FIXED_POINT_TOLERANCE, every, resolve)
+        self._add(
+            f"fixed_point[{i},{j}]",
+            case,
+            {"a": a, "b": b, "c": c, "mu_x": mu_x, "mu_y": mu_y, "lam": lam},
+            p_star,
+            FIXED_POINT_TOLERANCE,
+            every,
+            resolve,
+        )
 
     # -- run --------------------------------------------------------------------------------------
     def items(self, workers: int) -> list:
@@ -611,8 +699,9 @@ def _describe(ker) -> str:
 
 def _check_arguments(dps, points, fixed_points, lam, workers):
     if isinstance(dps, bool) or not isinstance(dps, (int, np.integer)) or dps < MIN_DPS:
-        raise VerifyError(f"dps must be an integer >= {MIN_DPS} (the reference must resolve a 1e-12 tolerance), "
-                          f"got {dps!r}")
+        raise VerifyError(
+            f"dps must be an integer >= {MIN_DPS} (the reference must resolve a 1e-12 tolerance), got {dps!r}"
+        )
     if isinstance(points, (int, np.integer)) and not isinstance(points, bool):
         if points < 0:
             raise VerifyError(f"points must be a non-negative count or a sequence of (a, b, c), got {points!r}")
@@ -641,8 +730,16 @@ def _cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def verify(ker, dps: int = 30, *, seed: int = 0, points: int | Sequence = 3, fixed_points: int = 2,
-           lam: float = 2.0, workers: int | None = None) -> Report:
+def verify(
+    ker: Kernel,
+    dps: int = 30,
+    *,
+    seed: int = 0,
+    points: int | Sequence = 3,
+    fixed_points: int = 2,
+    lam: float = 2.0,
+    workers: int | None = None,
+) -> VerificationReport:
     """Check every generated expectation and a set of fixed points of ``ker`` against
     :mod:`dekc.reference` at ``dps`` digits (see the module docstring for what, how and the cost).
 
@@ -698,4 +795,4 @@ def verify(ker, dps: int = 30, *, seed: int = 0, points: int | Sequence = 3, fix
         X, entries = _inputs(rng, int(fixed_points))
         plan.fixed_points(X, entries, float(lam))
     items = plan.items(_cpu_count() if workers is None else workers)
-    return Report(_describe(ker), dps, tuple(items), time.perf_counter() - started)
+    return VerificationReport(_describe(ker), dps, tuple(items), time.perf_counter() - started)

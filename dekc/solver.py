@@ -1,0 +1,225 @@
+"""The scalar solvers of the DEKer: a safeguarded Newton iteration for fixed points, implicit
+gradients, and T-step loops. Every routine works elementwise on arrays of independent scalar
+problems ``p = G(p)``; nothing here knows about kernels or inputs.
+
+**Fixed point**: a safeguarded Newton iteration that returns the root the plain iteration
+``p ← G(p)`` reaches from the start. Each entry keeps a bracket: where ``G(p) > p`` the iteration
+moves up, so the root it reaches lies above ``p`` (``lo = p``), and below where ``G(p) < p``
+(``hi = p``). A Newton step is taken only when ``G'(p) < 1`` and it lands inside the bracket;
+otherwise the plain step (or the bracket's midpoint). Every root found this way has ``G − p``
+decreasing through it (``G' ≤ 1``): a repelling root is never returned. An entry has converged
+when a Newton step is below :data:`STEP_TOL` of its scale, or its bracket is narrower than
+:data:`BRACKET_TOL` of it.
+
+**Gradients** at a fixed point use the implicit function theorem, ``dp/dθ = (∂G/∂θ)/(1 − ∂G/∂p)``,
+as one Newton correction with its denominator held constant (:func:`implicit`): the loop is
+never unrolled under differentiation.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+
+from ._jax import jax, jnp
+
+#: an entry has converged once a Newton step is below this fraction of its scale: convergence is
+#: quadratic, so the value after that step is accurate to rounding (|G(p) − p| ≤ 1e-13·scale is tested)
+STEP_TOL = 1e-9
+#: or once its bracket is this narrow (when Newton is not usable)
+BRACKET_TOL = 1e-14
+#: iterations before an entry is reported as not converging
+MAX_ITER = 200
+#: status codes of :func:`newton`
+CONVERGED, DIVERGED, EXHAUSTED = 0, 1, 2
+_ESCAPE = 1e150  # iterates beyond this are diverging
+_MIN_COMPACT = 256
+_UNROLL = 1  # iterations per compiled call (then finished entries can leave at once)
+
+#: ``step(p) -> (G(p), G'(p))``
+Step = Callable[[jax.Array], tuple[jax.Array, jax.Array]]
+
+
+class Solution(NamedTuple):
+    """Roots ``p`` and a status per entry: :data:`CONVERGED`, :data:`DIVERGED` (or non-finite)
+    or :data:`EXHAUSTED` (out of iterations)."""
+
+    p: jax.Array
+    status: jax.Array
+
+
+def pow2_at_least(n: int) -> int:
+    """The smallest power of two ``≥ n`` (1 for ``n ≤ 1``)."""
+    return 1 << max(0, int(n - 1).bit_length())
+
+
+def newton_iteration(step: Step, p, lo, hi, scale):
+    """One safeguarded Newton iteration for ``p = G(p)``, elementwise. Returns ``(p, lo, hi, converged)``."""
+    g, dg = step(p)
+    F = g - p
+    lo = jnp.where(F > 0, jnp.maximum(lo, p), lo)
+    hi = jnp.where(F < 0, jnp.minimum(hi, p), hi)
+    slope = dg - 1.0
+    newton = p - F / jnp.where(slope < 0, slope, -1.0)
+    # G' may be infinite where it is legitimately so (full correlation under a Heaviside ρ):
+    # Newton is then skipped for the plain step (or the bracket's midpoint)
+    use_newton = (slope < 0) & (newton >= lo) & (newton <= hi)
+    middle = jnp.where(hi < jnp.inf, 0.5 * (lo + hi), g)
+    new = jnp.where(use_newton, newton, jnp.where((g > lo) & (g < hi), g, middle))
+    new = jnp.where(F == 0, p, new)
+    small = jnp.abs(new - p) <= STEP_TOL * scale
+    converged = (F == 0) | (small & use_newton) | (hi - lo <= BRACKET_TOL * scale)
+    return new, lo, hi, converged
+
+
+def _iterate(step, state, scale):
+    p, lo, hi, done = state
+    for _ in range(_UNROLL):
+        new, lo, hi, converged = newton_iteration(step, p, lo, hi, scale)
+        # converged entries stay put: at a root, rounding flips the sign of G − p and could
+        # otherwise send a bracket step away from it
+        p = jnp.where(done, p, new)
+        done = done | converged
+    broken = ~jnp.isfinite(p) | (jnp.abs(p) > _ESCAPE)
+    finished = done | broken
+    return (p, lo, hi, done), finished, broken, jnp.sum(~finished)
+
+
+@functools.partial(jax.jit, static_argnums=0, donate_argnums=1)
+def pair_iteration(step, state, a, b, c, mux, muy, lam):
+    """One iteration of off-diagonal problems ``step(p, a, b, c, mux, muy, lam)``, scale ``√(ab)``."""
+    sab = jnp.maximum(jnp.sqrt(a * b), 1e-300)
+    return _iterate(lambda p: step(p, a, b, c, mux, muy, lam), state, sab)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def diagonal_iteration(step, state, cd, mu, lam):
+    """One iteration of diagonal problems ``step(a, cd, mu, lam)``, scale ``|a|``."""
+    return _iterate(lambda a: step(a, cd, mu, lam), state, jnp.maximum(jnp.abs(state[0]), 1e-300))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _loop(iteration, step, state, *args):
+    """The iteration under tracing: a ``while_loop`` (its iterations are never differentiated)."""
+
+    def cond(carry):
+        return (carry[3] < MAX_ITER) & jnp.any(~carry[1])
+
+    def body(carry):
+        new, finished, broken, _ = iteration(step, carry[0], *args)
+        return new, finished, broken, carry[3] + _UNROLL
+
+    p = state[0]
+    init = (state, jnp.zeros(p.shape, bool), jnp.zeros(p.shape, bool), jnp.asarray(0))
+    return jax.lax.while_loop(cond, body, init)
+
+
+def newton(iteration, step, p0, lo, hi, args, traced: bool) -> Solution:
+    """Iterate from ``p0`` with bracket ``[lo, hi]`` until every entry has converged or failed.
+
+    ``iteration`` is :func:`pair_iteration` or :func:`diagonal_iteration`, ``args`` its
+    arguments after the state. Eagerly, each iteration is one compiled call over the whole chunk
+    (top-level XLA fusions use every core, loop bodies do not), and entries that have finished
+    leave the arrays: once at most a quarter is still active, the rest are gathered into a
+    smaller power-of-two size (few compiled shapes). Under tracing, a ``while_loop``.
+    """
+    state = (p0, lo, hi, jnp.zeros(p0.shape, bool))
+    if traced:
+        (p, _, _, _), finished, broken, _ = _loop(iteration, step, state, *args)
+        return Solution(p, jnp.where(finished & ~broken, CONVERGED, jnp.where(broken, DIVERGED, EXHAUSTED)))
+    size = p0.shape[0]
+    where = np.arange(size)  # position in the caller's arrays of each working entry
+    p_out, status_out = np.empty(size), np.full(size, EXHAUSTED)
+    args = [jnp.broadcast_to(x, p0.shape) if np.ndim(x) else x for x in args]
+    for _ in range(0, MAX_ITER, _UNROLL):
+        state, finished, broken, active = iteration(step, state, *args)
+        active = int(active)
+        n = state[0].shape[0]
+        if active == 0 or (active <= n // 4 and n > _MIN_COMPACT):
+            p, finished, broken = np.asarray(state[0]), np.asarray(finished), np.asarray(broken)
+            p_out[where[finished]] = p[finished]
+            status_out[where[finished]] = np.where(broken[finished], DIVERGED, CONVERGED)
+            if active == 0:
+                break
+            keep = np.flatnonzero(~finished)
+            keep = np.concatenate([keep, np.full(max(_MIN_COMPACT, pow2_at_least(active)) - active, keep[0])])
+            state, args = _gather(state, args, jnp.asarray(keep.astype(np.int32)))
+            where = where[keep]  # padding repeats an active entry: it writes the same value
+    else:
+        p, finished = np.asarray(state[0]), np.asarray(finished)
+        p_out[where[~finished]] = p[~finished]
+    return Solution(jnp.asarray(p_out), jnp.asarray(status_out))
+
+
+@jax.jit
+def _gather(state, args, keep):
+    """The entries ``keep`` of every working array, on the device (one call, no host copies);
+    scalar arguments pass through."""
+    return tuple(x[keep] for x in state), [x[keep] if jnp.ndim(x) else x for x in args]
+
+
+def implicit(step: Step, p_star):
+    """``p*`` with the derivative ``(∂G/∂θ)/(1 − G')`` attached (one Newton correction, frozen slope)."""
+    p = jax.lax.stop_gradient(p_star)
+    g, dg = step(p)
+    slope = jax.lax.stop_gradient(1.0 - dg)
+    return p + (g - p) / jnp.where(slope == 0, 1.0, slope)
+
+
+# -- T-step loops ----------------------------------------------------------------------------------
+
+
+def _slots(order):
+    """``slot[t]``: the row of the output that receives the value after ``t`` steps (−1: none)."""
+    slot = np.full(order[-1] + 1, -1, dtype=np.int32)
+    slot[list(order)] = np.arange(len(order))
+    return jnp.asarray(slot)
+
+
+def _keep(slot, t, value, out):
+    return jax.lax.cond(slot[t] >= 0, lambda: out.at[slot[t]].set(value), lambda: out)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def diagonal_steps(update, order, a0, cd, mu, lam):
+    """The diagonal values after each number of steps in ``order`` (sorted), ``(len(order), n)``,
+    from ``a0``: one loop, memory O(n) whatever the number of steps. ``update`` is the fused
+    ``(D(a), D'(a))`` (the derivative is dropped)."""
+    slot = _slots(order)
+    a0 = jnp.broadcast_to(a0, cd.shape)
+
+    def step(t, carry):
+        a = update(carry[0], cd, mu, lam)[0]
+        return a, _keep(slot, t + 1, a, carry[1])
+
+    out = _keep(slot, 0, a0, jnp.zeros((len(order), *cd.shape), cd.dtype))
+    return jax.lax.fori_loop(0, order[-1], step, (a0, out))[1]
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def pair_steps(update, diagonal_update, stops, a, b, c, mux, muy, p0, same, lam):
+    """Iterations of the off-diagonal map: the values after each number of steps in ``stops`` (a
+    tuple), ``(len(stops), chunk)``, from one run.
+
+    ``a`` and ``b`` are the rows ``(start, c(x, x), diagonal values at the sorted stops)`` of the two
+    inputs; the diagonal trajectories are advanced alongside the entry, so memory is O(chunk)
+    whatever the number of steps. Identical inputs (``same``) take the diagonal values.
+    """
+    order = tuple(sorted(set(stops)))
+    slot = _slots(order)
+
+    def step(t, carry):
+        p, at, bt, out = carry
+        p = update(p, at, bt, c, mux, muy, lam)[0]
+        at = diagonal_update(at, a[1], mux, lam)[0]
+        bt = diagonal_update(bt, b[1], muy, lam)[0]
+        return p, at, bt, _keep(slot, t + 1, p, out)
+
+    # one loop (the update is compiled once, whatever the number of stops)
+    out = _keep(slot, 0, p0, jnp.zeros((len(order), *p0.shape), p0.dtype))
+    out = jax.lax.fori_loop(0, order[-1], step, (p0, a[0], b[0], out))[3]
+    out = jnp.where(same, a[2:], out)
+    return out[jnp.asarray([order.index(stop) for stop in stops])]
