@@ -34,7 +34,7 @@ format: $(STAMP)
 	$(BIN)/ruff format dekc tests benchmarks examples experiments tools docs/_ext
 
 docs: $(STAMP)
-	$(BIN)/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/link.py

@@ -283,14 +283,24 @@ def _check_identities(fam: Family, R, sigma, rho, what: str) -> None:
     lhs = _evaluator(sigma)
     rhs = _evaluator(a_prime.subs(fam.theta, R) * rho)
     kinks = {float(p) for e in (R, sigma, rho) for p in _kinks(e)}  # values there are conventions
+    def disagree(x):
+        """``(σ, A'(R)ρ)`` at ``x`` when they differ at every precision tried, else ``None``: ``R``
+        may reach its domain's end through a cancellation (``(1 − e^{−η²/2}) − 1``) that more
+        digits resolve."""
+        for factor in (1, 4, 16):
+            with mpmath.workdps(factor * _DPS):
+                left, right = lhs(x), rhs(x)
+                if not (_is_finite_real(left) and _is_finite_real(right)):
+                    return None
+                if abs(left - right) <= mpmath.mpf(10) ** -12 * (1 + abs(left)):
+                    return None
+        return left, right
+
     with mpmath.workdps(_DPS):
         for x in (x for x in ETA_SAMPLES if abs(x) <= 20 and float(x) not in kinks):  # far out, rounding swamps it
-            left, right = lhs(x), rhs(x)
-            if (
-                _is_finite_real(left)
-                and _is_finite_real(right)
-                and not abs(left - right) <= mpmath.mpf(10) ** -12 * (1 + abs(left))
-            ):
+            wrong = disagree(x)
+            if wrong is not None:
+                left, right = wrong
                 raise LinkError(
                     f"{what}: internal check failed, sigma != A'(R) rho at eta = {mpmath.nstr(x, 6)} "
                     f"({mpmath.nstr(left, 12)} vs {mpmath.nstr(right, 12)})"

@@ -105,6 +105,17 @@ def test_gaussian_relu():
     assert link.rho == sp.Heaviside(ETA)
 
 
+def test_exponential_relu_reaches_its_domain_end_without_a_false_alarm():
+    """R = (1 − e^{−η²/2})H(η) − 1 equals −e^{−η²/2} for η > 0: at η = 13 the subtraction cancels 37
+    digits, which the identity check must resolve with more digits rather than report."""
+    link = quiet_link("exponential", activation="relu")
+    assert link.sigma == sp.Max(ETA, 0)
+    with mpmath.workdps(80):
+        for x in (0.5, 3.0, 13.0):
+            R = sp.sympify(link.R).subs(ETA, sp.Float(x, 80)).evalf(80)
+            assert abs(R + sp.exp(-sp.Float(x, 80) ** 2 / 2)) < sp.Float(10) ** -70
+
+
 def test_bernoulli_identity_gives_sigmoid():
     link = dekc.link("bernoulli", reparam="identity")
     assert sp.simplify(link.sigma - sigmoid(ETA)) == 0
