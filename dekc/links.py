@@ -283,6 +283,7 @@ def _check_identities(fam: Family, R, sigma, rho, what: str) -> None:
     lhs = _evaluator(sigma)
     rhs = _evaluator(a_prime.subs(fam.theta, R) * rho)
     kinks = {float(p) for e in (R, sigma, rho) for p in _kinks(e)}  # values there are conventions
+
     def disagree(x):
         """``(σ, A'(R)ρ)`` at ``x`` when they differ at every precision tried, else ``None``: ``R``
         may reach its domain's end through a cancellation (``(1 − e^{−η²/2}) − 1``) that more

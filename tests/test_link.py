@@ -113,7 +113,7 @@ def test_exponential_relu_reaches_its_domain_end_without_a_false_alarm():
     with mpmath.workdps(80):
         for x in (0.5, 3.0, 13.0):
             R = sp.sympify(link.R).subs(ETA, sp.Float(x, 80)).evalf(80)
-            assert abs(R + sp.exp(-sp.Float(x, 80) ** 2 / 2)) < sp.Float(10) ** -70
+            assert abs(R + sp.exp(-(sp.Float(x, 80) ** 2) / 2)) < sp.Float(10) ** -70
 
 
 def test_bernoulli_identity_gives_sigmoid():
