@@ -137,3 +137,19 @@ def test_the_public_api_is_annotated():
             missing.append(f"{name} -> ?")
     assert len(list(_public_callables())) > 30
     assert missing == []
+
+
+def test_names_are_specific_and_do_not_shadow_modules():
+    """``dekc.verify`` is the function and its module is ``dekc.verification``; the report types
+    carry their subject in their names; a kernel's ``family`` is a Family like a link's."""
+    import importlib
+
+    import dekc
+
+    module = importlib.import_module("dekc.verification")
+    assert dekc.verify is module.verify and callable(dekc.verify)
+    assert not hasattr(dekc, "Item") and not hasattr(dekc, "Report")
+    assert dekc.VerificationReport is module.VerificationReport
+    ker = dekc.compile_kernel("gaussian", reparam="relu")
+    assert isinstance(ker.family, dekc.Family) and ker.family == ker.link.family
+    assert ker.family_name == ker.family.name == "gaussian"
