@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 
 import mpmath
 import sympy as sp
+from sympy.codegen.cfunctions import log1p
 
 from .errors import ExpressionError
 
@@ -456,11 +457,23 @@ def _dirac(x, *derivative):
     return mpmath.inf if x == 0 else mpmath.mpf(0)
 
 
+def _with_log1p(expr):
+    """``log(1 + x)`` as ``log1p(x)``: ``log(1 + e^{−10⁴})`` is ``e^{−10⁴}``, not 0, at any precision."""
+    if not isinstance(expr, sp.Basic):
+        return expr
+    return expr.replace(
+        lambda e: isinstance(e, sp.log) and e.args[0].is_Add and sp.S.One in e.args[0].args,
+        lambda e: log1p(e.args[0] - 1),
+    )
+
+
 def to_mpmath(expr: sp.Expr, *symbols: sp.Symbol) -> Callable:
     """A scalar mpmath function of ``symbols`` evaluating ``expr`` (``H(0) = 1/2``; ``δ`` is 0 off
-    the origin)."""
+    the origin; ``log(1 + x)`` by ``log1p``)."""
     try:
-        return sp.lambdify(symbols, expr, modules=[{"Heaviside": _heaviside, "DiracDelta": _dirac}, "mpmath"])
+        return sp.lambdify(
+            symbols, _with_log1p(expr), modules=[{"Heaviside": _heaviside, "DiracDelta": _dirac}, "mpmath"]
+        )
     except (TypeError, ValueError, NameError, SyntaxError, RecursionError) as exc:
         raise ExpressionError(
             f"cannot evaluate {str(expr)[:200]} numerically ({type(exc).__name__}); "

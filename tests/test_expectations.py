@@ -306,3 +306,16 @@ def test_quadrature_reports_its_estimate():
     assert E.expr is None and 0 < E.error_bound <= 1e-9
     value, estimate = E.estimate(1.3, 0.7, 0.4)
     assert float(estimate) <= 1e-9
+
+
+def test_softplus_in_a_denominator_is_not_refused_in_the_far_tail():
+    """ρ = sigmoid/softplus (poisson with activation sigmoid) tends to 1 as η → −∞: at η = −10⁴ the
+    growth check must evaluate log(1 + e^η) as log1p (e^{−10⁴}), not as log(1) = 0, and accept it."""
+    rho = "exp(eta)/((exp(eta) + 1)*log(exp(eta) + 1))"
+    with mpmath.workdps(30):
+        tail = dekc.expressions.to_mpmath(dekc.expressions.as_eta_expression(rho), dekc.expressions.ETA)
+        assert abs(tail(mpmath.mpf(-10000)) - 1) < mpmath.mpf(10) ** -25
+    E = dekc.gaussian_expectation(rho, "1")
+    for a in (0.01, 1.0, 100.0):
+        expected = float(reference.one_point(rho, "1", a))
+        assert abs(float(E.one_point(a)) - expected) <= 1e-9 * max(1.0, abs(expected))
