@@ -30,14 +30,13 @@ import sympy as sp
 from ._version import __version__
 from .errors import ExpressionError, UnprintableError
 from .expressions import ETA
-from .gaussian import MU, RHO, SIGMA, VARIANCE_FLOOR, A, B, C, ClosedForm
+from .gaussian import MU, RHO, SIGMA, VARIANCE_FLOOR, A, B, C, ClosedForm, swap_variances
 from .printer import ARC_HELPERS, function_source
 
 #: bump when the generated text changes shape, so stale cache files are not reused
 FORMAT = 1
 END_MARKER = "# end of dekc kernel module"
 IMPORTS = "import jax\nimport jax.numpy as jnp\nimport jax.scipy.special as jsp"
-_TINY = VARIANCE_FLOOR
 
 # -- quadrature rules ------------------------------------------------------------------------------
 
@@ -253,7 +252,7 @@ def closed_form_functions(prefix: str, form: ClosedForm, title: str = "") -> str
         f"""def {prefix}(a, b, c):
     \"\"\"E[f(u) g(v)]{what}, (u, v) ~ N(0, [[a, c], [c, b]]).\"\"\"
     exact = _{prefix}_form(a, b, c)
-    floored = _{prefix}_form(jnp.maximum(a, {_TINY!r}), jnp.maximum(b, {_TINY!r}), c)
+    floored = _{prefix}_form(jnp.maximum(a, {VARIANCE_FLOOR!r}), jnp.maximum(b, {VARIANCE_FLOOR!r}), c)
     return jnp.where(jnp.isfinite(exact), exact, floored)
 """,
         function_source(
@@ -264,8 +263,8 @@ def closed_form_functions(prefix: str, form: ClosedForm, title: str = "") -> str
             result=_SHAPE3,
             doc=f"d/dc E[f(u) g(v)]{what} (Price: E[f'(u) g'(v)]).",
             prelude=[
-                f"a = jnp.maximum(a, {_TINY!r})",
-                f"b = jnp.maximum(b, {_TINY!r})",
+                f"a = jnp.maximum(a, {VARIANCE_FLOOR!r})",
+                f"b = jnp.maximum(b, {VARIANCE_FLOOR!r})",
                 "sab = jnp.sqrt(a * b)",
                 "rho = jnp.clip(c / sab, -1.0, 1.0)",
                 "inv_sab = 1.0 / sab",
@@ -278,7 +277,7 @@ def closed_form_functions(prefix: str, form: ClosedForm, title: str = "") -> str
             {A: "a"},
             result="jnp.broadcast_to({}, jnp.shape(a))",
             doc=f"E[f(u) g(u)]{what}, u ~ N(0, a).",
-            prelude=[f"a = jnp.maximum(a, {_TINY!r})"],
+            prelude=[f"a = jnp.maximum(a, {VARIANCE_FLOOR!r})"],
         ),
     ]
     return "\n\n".join(parts)
@@ -429,10 +428,11 @@ def diagonal_update_and_da(a, c, mu, lam):
     return diagonal_update(a, c, mu, lam), diagonal_update_da(a, c, mu, lam)'''
 
     def form(pair, swap=False):
-        rho_form = closed[pair].pair
+        """The pair form in ``p`` and its ``p``-derivative (``a`` and ``b`` exchanged for ``K_ρσ``)."""
+        expectation = closed[pair]
         if swap:
-            rho_form = rho_form.subs({A: B, B: A}, simultaneous=True)
-        return rho_form.subs(C, _P), (sp.diff(rho_form, C) + sp.diff(rho_form, RHO) * _INV_SAB).subs(C, _P)
+            expectation = ClosedForm(swap_variances(expectation.pair), expectation.one_point)
+        return expectation.pair.subs(C, _P), expectation.dc(_INV_SAB).subs(C, _P)
 
     (ss, dss), (sr, dsr), (rs, drs), (rr, drr) = (
         form(("sigma", "sigma")),
@@ -451,8 +451,8 @@ def diagonal_update_and_da(a, c, mu, lam):
         names,
         doc="(G(p), dG/dp) for one off-diagonal entry, a and b > 0, fused.",
         prelude=[
-            f"a = jnp.maximum(a, {_TINY!r})",
-            f"b = jnp.maximum(b, {_TINY!r})",
+            f"a = jnp.maximum(a, {VARIANCE_FLOOR!r})",
+            f"b = jnp.maximum(b, {VARIANCE_FLOOR!r})",
             "sab = jnp.sqrt(a * b)",
             "rho = jnp.clip(p / sab, -1.0, 1.0)",
             "inv_sab = 1.0 / sab",
@@ -466,7 +466,7 @@ def diagonal_update_and_da(a, c, mu, lam):
         (D, sp.diff(D, A)),
         {A: "a", _CIN: "c", _MU: "mu", _LAM: "lam"},
         doc="(D(a), dD/da) for one diagonal entry, fused.",
-        prelude=[f"a = jnp.maximum(a, {_TINY!r})"],
+        prelude=[f"a = jnp.maximum(a, {VARIANCE_FLOOR!r})"],
         result="jnp.broadcast_to({}, jnp.broadcast_shapes(jnp.shape(a), jnp.shape(c), jnp.shape(mu)))",
     )
     return pair + "\n\n" + diagonal
