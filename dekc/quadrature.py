@@ -28,6 +28,7 @@ from ._jax import jax, jnp
 from .errors import DekcWarning, NoExpectationError, NotClosedForm
 from .expressions import kink_points
 from .gaussian import conditional_expectation
+from .validate import is_traced
 
 #: node counts per piece tried in turn (each is compared with twice as many)
 NODE_COUNTS = (8, 16, 32, 64, 128)
@@ -170,7 +171,7 @@ def _chunked(fn):
     """Apply ``fn`` to flattened broadcast inputs in chunks (bounded memory); JAX tracers pass through."""
 
     def run(*args):
-        if any(isinstance(x, jax.core.Tracer) for x in args):
+        if is_traced(*args):
             return fn(*args)
         arrays = _as_arrays(*args)
         shape = arrays[0].shape
