@@ -30,7 +30,7 @@ from .errors import (
     VerifyError,
 )
 from .expectations import GaussianExpectation, gaussian_expectation
-from .kernel import Kernel
+from .kernel import GramDiagnostics, Kernel
 from .links import Link, link
 from .registry import Family, families, family, register_family
 from .verification import VerificationItem, VerificationReport, verify
@@ -56,6 +56,7 @@ __all__ = [
     "VerifyError",
     "time_budget",
     "VerificationItem",
+    "GramDiagnostics",
     "Kernel",
     "VerificationReport",
     "verify",

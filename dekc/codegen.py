@@ -29,12 +29,12 @@ import sympy as sp
 
 from ._version import __version__
 from .errors import ExpressionError, UnprintableError
-from .expressions import ETA
+from .expressions import ETA, kink_points
 from .gaussian import MU, RHO, SIGMA, VARIANCE_FLOOR, A, B, C, ClosedForm, swap_variances
-from .printer import ARC_HELPERS, function_source
+from .printer import function_source, helpers_for
 
 #: bump when the generated text changes shape, so stale cache files are not reused
-FORMAT = 1
+FORMAT = 2
 END_MARKER = "# end of dekc kernel module"
 IMPORTS = "import jax\nimport jax.numpy as jnp\nimport jax.scipy.special as jsp"
 
@@ -122,15 +122,23 @@ def _elementwise_source(name: str, expr: sp.Expr, what: str) -> str:
         raise ExpressionError(f"{what} = {expr} cannot be evaluated numerically: {exc}") from None
 
 
-def _nodes_literals(prefix: str, n: int) -> str:
+def _nodes_literals(prefix: str, n: int, suffix: str = "") -> str:
     x, w = np.polynomial.legendre.leggauss(n)
-    return f"{prefix}_X = jnp.asarray({[float(v) for v in x]!r})\n{prefix}_W = jnp.asarray({[float(v) for v in w]!r})"
+    return (
+        f"{prefix}_X{suffix} = jnp.asarray({[float(v) for v in x]!r})\n"
+        f"{prefix}_W{suffix} = jnp.asarray({[float(v) for v in w]!r})"
+    )
 
 
-def quadrature_functions(plan: QuadraturePlan, prefix: str, n: int, title: str = "") -> str:
+def quadrature_functions(
+    plan: QuadraturePlan, prefix: str, n: int, title: str = "", one_point_n: int | None = None
+) -> str:
     """Source of ``prefix``, ``prefix_dc``, ``prefix_one_point``: composite Gauss–Legendre rules
-    with ``n`` nodes per piece (needs :data:`QUADRATURE_HELPERS`)."""
+    with ``n`` nodes per piece (``one_point_n`` for the one-point form, default ``n``; needs
+    :data:`QUADRATURE_HELPERS`)."""
     p = f"_{prefix}"
+    one_point_n = n if one_point_n is None else one_point_n
+    one_point_nodes = f"{p}_X, {p}_W" if one_point_n == n else f"{p}_X1, {p}_W1"
     what = f" of {title}" if title else ""
     outer = (
         f"_quad_breaks({split_points(plan.f_kinks)!r}, sa, jnp.zeros_like(sa)), "
@@ -168,7 +176,8 @@ def quadrature_functions(plan: QuadraturePlan, prefix: str, n: int, title: str =
             "h = 1e-5 * jnp.sqrt(jnp.maximum(a * b, 1e-300))\n"
             f"    return ({prefix}(a, b, c + h) - {prefix}(a, b, c - h)) / (2 * h)"
         )
-    return f'''{_nodes_literals(p, n)}
+    literals = _nodes_literals(p, n) + ("" if one_point_n == n else "\n" + _nodes_literals(p, one_point_n, "1"))
+    return f'''{literals}
 
 
 {_elementwise_source(f"{p}_f", plan.f, "f")}
@@ -200,9 +209,9 @@ def {prefix}_dc(a, b, c):
 
 
 def {prefix}_one_point(a):
-    """E[f(u) g(u)]{what}, u ~ N(0, a), by quadrature."""
+    """E[f(u) g(u)]{what}, u ~ N(0, a), by quadrature ({one_point_n} nodes per piece)."""
     sa = jnp.sqrt(jnp.maximum(jnp.asarray(a, dtype=jnp.float64), 0.0))
-    z, w = _quad_pieces(_quad_breaks({split_points(plan.f_kinks + plan.g_kinks)!r}, sa, jnp.zeros_like(sa)), {p}_X, {p}_W)
+    z, w = _quad_pieces(_quad_breaks({split_points(plan.f_kinks + plan.g_kinks)!r}, sa, jnp.zeros_like(sa)), {one_point_nodes})
     u = sa[..., None, None] * z
     return jnp.sum(w * _quad_phi(z) * {p}_f(u) * {p}_g(u), axis=(-2, -1))
 '''
@@ -285,7 +294,7 @@ def closed_form_functions(prefix: str, form: ClosedForm, title: str = "") -> str
 
 def expectation_module(functions: str, *, quadrature: bool) -> str:
     """A complete module around the functions of one expectation (imports and helpers)."""
-    parts = [IMPORTS, ARC_HELPERS] + ([QUADRATURE_HELPERS] if quadrature else []) + [functions]
+    parts = [IMPORTS, helpers_for(functions)] + ([QUADRATURE_HELPERS] if quadrature else []) + [functions]
     return "\n\n\n".join(p.strip("\n") for p in parts) + "\n"
 
 
@@ -330,6 +339,10 @@ def kernel_module(
     map ``D``) and ``diagonal_update_da``; the fused ``update_and_dp`` and
     ``diagonal_update_and_da`` the solver calls; ``sigma``, ``rho``; and the constants
     ``DEKC_VERSION``, ``INPUT_HASH``, ``METADATA``, ``METHODS``, ``ERROR_BOUNDS``, ``NODES_PER_ENTRY``.
+
+    When some pair has no closed form, also ``SERIES`` (those pairs, which the runtime sums as
+    Mehler series once the diagonal is known, see :mod:`dekc.series`), ``KINKS`` (the kinks of
+    ``sigma`` and ``rho``) and ``update_and_dp_closed``, the closed-form pairs' part of the update.
     """
     names = {pair: f"K_{pair[0]}_{pair[1]}" for pair in expectations}
     header = [
@@ -371,16 +384,19 @@ def kernel_module(
         f"ERROR_BOUNDS = {bounds!r}",
         f"NODES_PER_ENTRY = {nodes}",
     ]
-    parts = ["\n".join(header), "\n".join(constants), ARC_HELPERS]
-    if any(E.method == "quadrature" for E in expectations.values()):
+    series = tuple(key for key, method in methods.items() if method == "quadrature")
+    if series:
+        kinks = {name: tuple(float(t) for t in kink_points(expr)) for name, expr in (("sigma", sigma), ("rho", rho))}
+        constants += [f"SERIES = {series!r}", f"KINKS = {kinks!r}"]
+    body = [E.functions(names[pair], f"{pair[0]}, {pair[1]}") for pair, E in expectations.items()]
+    body.append(_elementwise("sigma", sigma, "The activation sigma = (A o R)'."))
+    body.append(_elementwise("rho", rho, "rho = R'."))
+    body.append(_UPDATES)
+    body.append(_fused(expectations))
+    parts = ["\n".join(header), "\n".join(constants), helpers_for("\n".join(body))]
+    if series:
         parts.append(QUADRATURE_HELPERS)
-    for pair, E in expectations.items():
-        parts.append(E.functions(names[pair], f"{pair[0]}, {pair[1]}"))
-    parts.append(_elementwise("sigma", sigma, "The activation sigma = (A o R)'."))
-    parts.append(_elementwise("rho", rho, "rho = R'."))
-    parts.append(_UPDATES)
-    parts.append(_fused(expectations))
-    return seal("\n\n\n".join(p.strip("\n") for p in parts) + "\n")
+    return seal("\n\n\n".join(p.strip("\n") for p in parts + body) + "\n")
 
 
 _UPDATES = '''def update(p, a, b, c, mu_x, mu_y, lam):
@@ -417,18 +433,12 @@ def _fused(expectations: Mapping[tuple[str, str], ExpectationText]) -> str:
     only these. Quadrature kernels call the functions above.
     """
     closed = {pair: E.closed for pair, E in expectations.items() if E.closed is not None}
-    if len(closed) < len(expectations):
-        return '''def update_and_dp(p, a, b, c, mu_x, mu_y, lam):
-    """(G(p), dG/dp) for one off-diagonal entry."""
-    return update(p, a, b, c, mu_x, mu_y, lam), update_dp(p, a, b, c, mu_x, mu_y, lam)
-
-
-def diagonal_update_and_da(a, c, mu, lam):
-    """(D(a), dD/da) for one diagonal entry."""
-    return diagonal_update(a, c, mu, lam), diagonal_update_da(a, c, mu, lam)'''
 
     def form(pair, swap=False):
-        """The pair form in ``p`` and its ``p``-derivative (``a`` and ``b`` exchanged for ``K_ρσ``)."""
+        """The pair form in ``p`` and its ``p``-derivative (``a`` and ``b`` exchanged for ``K_ρσ``);
+        zero for a pair without a closed form."""
+        if pair not in closed:
+            return sp.Integer(0), sp.Integer(0)
         expectation = closed[pair]
         if swap:
             expectation = ClosedForm(swap_variances(expectation.pair), expectation.one_point)
@@ -444,19 +454,43 @@ def diagonal_update_and_da(a, c, mu, lam):
     G = scale * (ss - _MY * sr - _MX * rs + _CIN * rr)
     dG = scale * (dss - _MY * dsr - _MX * drs + _CIN * drr)
     names = {A: "a", B: "b", _P: "p", RHO: "rho", _INV_SAB: "inv_sab", _CIN: "c", _MX: "mu_x", _MY: "mu_y", _LAM: "lam"}
+    prelude = [
+        f"a = jnp.maximum(a, {VARIANCE_FLOOR!r})",
+        f"b = jnp.maximum(b, {VARIANCE_FLOOR!r})",
+        "sab = jnp.sqrt(a * b)",
+        "rho = jnp.clip(p / sab, -1.0, 1.0)",
+        "inv_sab = 1.0 / sab",
+    ]
+    shape = "jnp.broadcast_to({}, jnp.broadcast_shapes(*(jnp.shape(v) for v in (p, a, b, c, mu_x, mu_y))))"
+    if len(closed) < len(expectations):
+        partial = function_source(
+            "update_and_dp_closed",
+            ["p", "a", "b", "c", "mu_x", "mu_y", "lam"],
+            (G, dG),
+            names,
+            doc="The closed-form pairs' part of (G(p), dG/dp); the series of the other pairs is added by the runtime.",
+            prelude=prelude,
+            result=shape,
+        )
+        return (
+            '''def update_and_dp(p, a, b, c, mu_x, mu_y, lam):
+    """(G(p), dG/dp) for one off-diagonal entry."""
+    return update(p, a, b, c, mu_x, mu_y, lam), update_dp(p, a, b, c, mu_x, mu_y, lam)
+
+
+def diagonal_update_and_da(a, c, mu, lam):
+    """(D(a), dD/da) for one diagonal entry."""
+    return diagonal_update(a, c, mu, lam), diagonal_update_da(a, c, mu, lam)'''
+            + "\n\n\n"
+            + partial
+        )
     pair = function_source(
         "update_and_dp",
         ["p", "a", "b", "c", "mu_x", "mu_y", "lam"],
         (G, dG),
         names,
         doc="(G(p), dG/dp) for one off-diagonal entry, a and b > 0, fused.",
-        prelude=[
-            f"a = jnp.maximum(a, {VARIANCE_FLOOR!r})",
-            f"b = jnp.maximum(b, {VARIANCE_FLOOR!r})",
-            "sab = jnp.sqrt(a * b)",
-            "rho = jnp.clip(p / sab, -1.0, 1.0)",
-            "inv_sab = 1.0 / sab",
-        ],
+        prelude=prelude,
     )
     one = {pair: closed[pair].one_point for pair in closed}
     D = scale * (one[("sigma", "sigma")] - 2 * _MU * one[("sigma", "rho")] + _CIN * one[("rho", "rho")])

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 
 import mpmath
 import sympy as sp
-from sympy.codegen.cfunctions import log1p
+from sympy.codegen.cfunctions import expm1, log1p
 
 from .errors import ExpressionError
 
@@ -55,7 +55,8 @@ def normal_cdf(x):
 class NormalCdf(sp.Function):
     """``Φ(x)``, kept whole (``(1 + erf(x/√2))/2`` cancels for negative ``x``); printed as ``ndtr``.
 
-    Closed-form expectations produce it; it is not part of the text whitelist."""
+    Closed-form expectations and the link stage's float64 forms produce it (``1 + erf(x) = 2Φ(√2 x)``);
+    it is not part of the text whitelist, but a sympy expression may contain it."""
 
     nargs = 1
     is_real = True
@@ -71,6 +72,62 @@ class NormalCdf(sp.Function):
 def relu(x):
     """``max(x, 0)``."""
     return sp.Max(x, 0)
+
+
+def elu(x):
+    """``max(x, 0) + min(e^x − 1, 0)`` (the exponential linear unit with scale 1)."""
+    return sp.Max(x, 0) + sp.Min(sp.exp(x) - 1, 0)
+
+
+def _neg_li2_exp_mp(x):
+    """``−Li₂(−e^x)`` in mpmath; for ``x > 0`` by the inversion ``Li₂(−e^x) = −π²/6 − x²/2 − Li₂(−e^{−x})``
+    (``polylog`` of a huge argument is slow and loses digits)."""
+    x = mpmath.mpmathify(x)
+    if mpmath.im(x) != 0:
+        return -mpmath.polylog(2, -mpmath.exp(x))
+    if x <= 0:
+        return -mpmath.polylog(2, -mpmath.exp(x))
+    return mpmath.pi**2 / 6 + x * x / 2 + mpmath.polylog(2, -mpmath.exp(-x))
+
+
+class NegLi2Exp(sp.Function):
+    """``−Li₂(−e^x) = ∫_{−∞}^x log(1 + e^t) dt``, the antiderivative of softplus (dilogarithm).
+
+    Positive and increasing on the real line, ``≈ e^x`` as ``x → −∞`` and ``≈ x²/2 + π²/6`` as
+    ``x → ∞``. Whitelisted as ``negli2exp``; mpmath evaluates it with ``polylog`` and the printer
+    with a helper accurate to a few ulp (series in ``e^{−|x|}``, Taylor series near 0)."""
+
+    nargs = 1
+    is_real = True
+
+    def fdiff(self, argindex=1):
+        return sp.log(1 + sp.exp(self.args[0]))
+
+    @classmethod
+    def eval(cls, x):
+        if x is sp.S.Zero:
+            return sp.pi**2 / 12
+        if x is sp.S.NegativeInfinity:
+            return sp.S.Zero
+        if x is sp.S.Infinity:
+            return sp.S.Infinity
+        return None
+
+    def _eval_rewrite_as_polylog(self, x, **kwargs):
+        return -sp.polylog(2, -sp.exp(x))
+
+    def _eval_is_positive(self):
+        return True if self.args[0].is_extended_real else None
+
+    def _eval_is_finite(self):
+        return True if self.args[0].is_finite and self.args[0].is_extended_real else None
+
+    def _eval_evalf(self, prec):
+        x = self.args[0]._eval_evalf(prec)
+        if x is None or not x.is_Number:
+            return None
+        with mpmath.workprec(prec):
+            return sp.Float(_neg_li2_exp_mp(mpmath.mpf(x._to_mpmath(prec))), precision=prec)
 
 
 def gelu(x):
@@ -115,6 +172,8 @@ FUNCTIONS: dict[str, tuple[Callable, tuple[int, ...] | None]] = {
     "relu": (relu, (1,)),
     "Phi": (normal_cdf, (1,)),
     "gelu": (gelu, (1,)),
+    "elu": (elu, (1,)),
+    "negli2exp": (NegLi2Exp, (1,)),
 }
 
 CONSTANTS: dict[str, sp.Expr] = {"pi": sp.pi, "E": sp.E, "oo": sp.oo}
@@ -132,6 +191,9 @@ SHORTHANDS: dict[str, sp.Expr] = {
     "erf": sp.erf(ETA),
     "exp": sp.exp(ETA),
     "gelu": gelu(ETA),
+    "elu": elu(ETA),
+    "silu": ETA * sigmoid(ETA),
+    "swish": ETA * sigmoid(ETA),
     "sin": sp.sin(ETA),
     "cos": sp.cos(ETA),
     "abs": sp.Abs(ETA),
@@ -386,6 +448,10 @@ _ALLOWED_HEADS = (
     sp.loggamma,
     sp.factorial,
     sp.binomial,
+    NegLi2Exp,
+    expm1,
+    log1p,
+    NormalCdf,
     sp.functions.elementary.piecewise.ExprCondPair,
     sp.core.relational.Relational,
     sp.And,
@@ -472,7 +538,12 @@ def to_mpmath(expr: sp.Expr, *symbols: sp.Symbol) -> Callable:
     the origin; ``log(1 + x)`` by ``log1p``)."""
     try:
         return sp.lambdify(
-            symbols, _with_log1p(expr), modules=[{"Heaviside": _heaviside, "DiracDelta": _dirac}, "mpmath"]
+            symbols,
+            _with_log1p(expr),
+            modules=[
+                {"Heaviside": _heaviside, "DiracDelta": _dirac, "NegLi2Exp": _neg_li2_exp_mp, "NormalCdf": mpmath.ncdf},
+                "mpmath",
+            ],
         )
     except (TypeError, ValueError, NameError, SyntaxError, RecursionError) as exc:
         raise ExpressionError(

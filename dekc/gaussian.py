@@ -136,6 +136,9 @@ class Bump(Atom):
         spread = 1 + 2 * self.beta * sigma**2
         return sp.exp(-self.beta * mu**2 / spread) / sp.sqrt(spread)
 
+    def derivative(self):
+        return [(-2 * self.beta, MonoBump(1, self.beta))]
+
 
 @dataclasses.dataclass(frozen=True)
 class Delta(Atom):
@@ -143,6 +146,97 @@ class Delta(Atom):
 
     def centred(self, var):
         return 1 / sp.sqrt(2 * sp.pi * var)
+
+
+def gaussian_moment(n: int, mu: sp.Expr, var: sp.Expr) -> sp.Expr:
+    """``E[X^n]`` for ``X ~ N(μ, var)``: ``Σ_k C(n, 2k) μ^{n−2k} var^k (2k − 1)!!``."""
+    return sum(
+        (sp.binomial(n, 2 * k) * mu ** (n - 2 * k) * var**k * sp.factorial2(2 * k - 1) for k in range(n // 2 + 1)),
+        sp.Integer(0),
+    )
+
+
+def _mono_erf(n: int, alpha: sp.Expr) -> Atom:
+    """``x^n erf(αx)`` as an atom (``Erf`` for ``n = 0``)."""
+    return Erf(alpha) if n == 0 else MonoErf(n, alpha)
+
+
+def _mono_bump(n: int, beta: sp.Expr) -> Atom:
+    """``x^n e^{−βx²}`` as an atom (``Bump`` for ``n = 0``)."""
+    return Bump(beta) if n == 0 else MonoBump(n, beta)
+
+
+@dataclasses.dataclass(frozen=True)
+class MonoBump(Atom):
+    """``x^n e^{−βx²}``, ``n ≥ 1``, ``β > 0`` (``n = 0`` is :class:`Bump`)."""
+
+    n: int
+    beta: sp.Expr
+
+    def centred(self, var):
+        # the bump tilts N(0, v) into N(0, v/(1 + 2βv)) with mass (1 + 2βv)^{−1/2}
+        spread = 1 + 2 * self.beta * var
+        return gaussian_moment(self.n, sp.Integer(0), var / spread) / sp.sqrt(spread)
+
+    def conditional(self, mu, sigma):
+        spread = 1 + 2 * self.beta * sigma**2
+        return Bump(self.beta).conditional(mu, sigma) * gaussian_moment(self.n, mu / spread, sigma**2 / spread)
+
+    def derivative(self):
+        return [
+            (sp.Integer(self.n), _mono_bump(self.n - 1, self.beta)),
+            (-2 * self.beta, MonoBump(self.n + 1, self.beta)),
+        ]
+
+
+@dataclasses.dataclass(frozen=True)
+class MonoErf(Atom):
+    """``x^n erf(αx)``, ``n ≥ 1`` (``n = 0`` is :class:`Erf`); GELU is ``x/2 + x erf(x/√2)/2``."""
+
+    n: int
+    alpha: sp.Expr
+
+    def centred(self, var):
+        # Stein: E[w · w^{n−1} erf(αw)] = v E[(n − 1) w^{n−2} erf(αw) + (2α/√π) w^{n−1} e^{−α²w²}]
+        if self.n % 2 == 0:
+            return sp.Integer(0)
+        lower = _mono_erf(self.n - 2, self.alpha).centred(var) * (self.n - 1) if self.n >= 2 else 0
+        bump = _mono_bump(self.n - 1, self.alpha**2).centred(var)
+        return var * (lower + 2 * self.alpha / sp.sqrt(sp.pi) * bump)
+
+    def conditional(self, mu, sigma):
+        # Stein, X = μ + σZ: E[X^n e(X)] = μ E[X^{n−1} e(X)] + σ² E[(X^{n−1} e(X))'], e = erf(α·)
+        moments = [Erf(self.alpha).conditional(mu, sigma)]
+        for k in range(1, self.n + 1):
+            lower = (k - 1) * moments[k - 2] if k >= 2 else 0
+            bump = _mono_bump(k - 1, self.alpha**2).conditional(mu, sigma)
+            moments.append(mu * moments[k - 1] + sigma**2 * (lower + 2 * self.alpha / sp.sqrt(sp.pi) * bump))
+        return moments[self.n]
+
+    def derivative(self):
+        return [
+            (sp.Integer(self.n), _mono_erf(self.n - 1, self.alpha)),
+            (2 * self.alpha / sp.sqrt(sp.pi), MonoBump(self.n, self.alpha**2)),
+        ]
+
+
+@dataclasses.dataclass(frozen=True)
+class ErfBump(Atom):
+    """``erf(αx) e^{−βx²}``, ``β > 0`` (a Gaussian tilt of :class:`Erf`)."""
+
+    alpha: sp.Expr
+    beta: sp.Expr
+
+    def centred(self, var):
+        return sp.Integer(0)
+
+    def conditional(self, mu, sigma):
+        spread = 1 + 2 * self.beta * sigma**2
+        return Bump(self.beta).conditional(mu, sigma) * Erf(self.alpha).conditional(
+            mu / spread, sigma / sp.sqrt(spread)
+        )
+
+    # derivative(): −2βx erf(αx) e^{−βx²} is not a sum of atoms; pairs tilt instead (``_erf_bump_any``)
 
 
 # -- canonical form --------------------------------------------------------------------------------
@@ -157,7 +251,7 @@ def _linear_coefficient(arg: sp.Expr, x: sp.Symbol) -> sp.Expr:
 
 
 def _to_heaviside_form(expr: sp.Expr, x: sp.Symbol) -> sp.Expr:
-    """Max/Min/Abs/sign/normal-cdf rewritten with Heaviside and erf; trig with exponentials."""
+    """Max/Min/Abs/sign/normal-cdf (also ``NormalCdf``) rewritten with Heaviside and erf; trig with exponentials."""
 
     def max_rule(e):
         if len(e.args) != 2:
@@ -172,6 +266,7 @@ def _to_heaviside_form(expr: sp.Expr, x: sp.Symbol) -> sp.Expr:
     )
     out = out.replace(lambda e: isinstance(e, sp.sign), lambda e: sp.Heaviside(e.args[0]) - sp.Heaviside(-e.args[0]))
     out = out.replace(lambda e: isinstance(e, sp.erfc), lambda e: 1 - sp.erf(e.args[0]))
+    out = out.replace(lambda e: isinstance(e, NormalCdf), lambda e: (1 + sp.erf(e.args[0] / sp.sqrt(2))) / 2)
     out = out.rewrite(sp.cos, sp.exp).rewrite(sp.sin, sp.exp).rewrite(sp.cosh, sp.exp).rewrite(sp.sinh, sp.exp)
     return out
 
@@ -244,11 +339,6 @@ def _term_atoms(term: sp.Expr, x: sp.Symbol) -> list:
     lin = poly.coeff_monomial(x) if poly is not None else zero
     const = poly.coeff_monomial(1) if poly is not None else zero
     coef *= sp.exp(const)
-    kinds = sum([bool(erfs), quad != 0, lin != 0, bool(signs) or power > 0])
-    if kinds > 1 or len(erfs) > 1:
-        raise NotClosedForm(f"{term}: products of different kinds of factor have no closed-form rule")
-    if erfs:
-        return [(coef, Erf(erfs[0]))]
     if quad != 0:
         beta = -quad
         if not (beta.is_real and beta > 0):
@@ -256,7 +346,17 @@ def _term_atoms(term: sp.Expr, x: sp.Symbol) -> list:
                 f"exp({exponent}) grows like exp(x²): its Gaussian expectation exists only for "
                 "small variances; dekc does not take it"
             )
-        return [(coef, Bump(beta))]
+    # the products with atoms of their own: x^n erf(αx), x^n e^{−βx²}, erf(αx) e^{−βx²}
+    if len(erfs) == 1 and not signs and lin == 0:
+        if quad == 0:
+            return [(coef, _mono_erf(power, erfs[0]))]
+        if power == 0:
+            return [(coef, ErfBump(erfs[0], -quad))]
+    if quad != 0 and not erfs and not signs and lin == 0:
+        return [(coef, _mono_bump(power, -quad))]
+    kinds = sum([bool(erfs), quad != 0, lin != 0, bool(signs) or power > 0])
+    if kinds > 1 or len(erfs) > 1:
+        raise NotClosedForm(f"{term}: products of different kinds of factor have no closed-form rule")
     if lin != 0:
         if not (lin.is_real or (sp.re(lin) == 0)):
             raise NotClosedForm(f"exp({exponent}): complex growth rate")
@@ -351,7 +451,7 @@ def _mono_mono(phi: Mono, psi: Mono) -> sp.Expr:
     )
 
 
-@pair_rule(*((Bump, kind) for kind in (Bump, Mono, CExp, Erf, Delta)))
+@pair_rule(*((Bump, kind) for kind in (Bump, Mono, CExp, Erf, Delta, MonoErf, MonoBump, ErfBump)))
 def _bump_any(phi: Bump, psi: Atom) -> sp.Expr:
     """The Gaussian factor tilts the law: ``(1 + 2βa)^{−1/2} E[ψ(w)]``, ``w ~ N(0, b − 2βc²/(1 + 2βa))``."""
     var = B - 2 * phi.beta * C**2 / (1 + 2 * phi.beta * A)
@@ -380,6 +480,91 @@ def _erf_any(phi: Erf, psi: Atom) -> sp.Expr:
     integrand = sum(coef * atom_pair(Bump(phi.alpha**2), d) for coef, d in psi.derivative())
     integrand = 2 * phi.alpha / sp.sqrt(sp.pi) * integrand
     return _integrate_even_from_zero(integrand, phi, psi)
+
+
+@pair_rule((Erf, Delta), (MonoErf, Delta), (MonoBump, Delta), (ErfBump, Delta))
+def _any_delta(phi: Atom, psi: Delta) -> sp.Expr:
+    """The base case of a Price or Stein step: ``E[φ(u) δ(v)] = (2πb)^{−1/2} E[φ(w)]``,
+    ``w ~ N(0, a − c²/b) = N(0, a(1 − ρ²))`` (``u`` given ``v = 0``)."""
+    return phi.centred(A * (1 - RHO**2)) / sp.sqrt(2 * sp.pi * B)
+
+
+def _derivative_pairs(phi: Atom, psi: Atom) -> sp.Expr:
+    """``E[φ(u) ψ'(v)]``."""
+    return sum((coef * atom_pair(phi, d) for coef, d in psi.derivative()), sp.Integer(0))
+
+
+@pair_rule(*((MonoErf, kind) for kind in (Mono, CExp, Erf, Bump, MonoErf, MonoBump)))
+def _mono_erf_any(phi: MonoErf, psi: Atom) -> sp.Expr:
+    """Stein's lemma ``E[u h(u, v)] = a E[∂_u h] + c E[∂_v h]`` with ``h = u^{n−1} erf(αu) ψ(v)``:
+
+    ``E[u^n erf(αu) ψ(v)] = a ((n − 1) E[u^{n−2} erf(αu) ψ(v)] + (2α/√π) E[u^{n−1} e^{−α²u²} ψ(v)])
+    + c E[u^{n−1} erf(αu) ψ'(v)]``; each term lowers the power of ``u``."""
+    n, alpha = phi.n, phi.alpha
+    out = A * 2 * alpha / sp.sqrt(sp.pi) * atom_pair(_mono_bump(n - 1, alpha**2), psi)
+    if n >= 2:
+        out += A * (n - 1) * atom_pair(_mono_erf(n - 2, alpha), psi)
+    return out + C * _derivative_pairs(_mono_erf(n - 1, alpha), psi)
+
+
+@pair_rule(*((MonoBump, kind) for kind in (Mono, CExp, Erf, Bump, MonoErf, MonoBump)))
+def _mono_bump_any(phi: MonoBump, psi: Atom) -> sp.Expr:
+    """Stein's lemma with ``h = u^{k−1} e^{−βu²} ψ(v)``; the term ``−2βa E[u^k e^{−βu²} ψ(v)]`` of
+    ``a E[∂_u h]`` moves to the left:
+
+    ``(1 + 2βa) E[u^k e^{−βu²} ψ(v)] = a (k − 1) E[u^{k−2} e^{−βu²} ψ(v)] + c E[u^{k−1} e^{−βu²} ψ'(v)]``."""
+    k, beta = phi.n, phi.beta
+    out = C * _derivative_pairs(_mono_bump(k - 1, beta), psi)
+    if k >= 2:
+        out += A * (k - 1) * atom_pair(_mono_bump(k - 2, beta), psi)
+    return out / (1 + 2 * beta * A)
+
+
+@functools.cache
+def _power_pair(n: int, psi: Atom) -> sp.Expr:
+    """``E[u^n ψ(v)]`` by Stein's lemma: ``(n − 1) a E[u^{n−2} ψ(v)] + c E[u^{n−1} ψ'(v)]``, from
+    ``E[ψ(v)]``."""
+    if n == 0:
+        return psi.centred(B)
+    out = C * sum((coef * _power_pair(n - 1, d) for coef, d in psi.derivative()), sp.Integer(0))
+    if n >= 2:
+        out += (n - 1) * A * _power_pair(n - 2, psi)
+    return out
+
+
+def _tilted(expr: sp.Expr, beta: sp.Expr, delta: sp.Expr) -> sp.Expr:
+    """``E[φ(u) e^{−βu²} ψ(v) e^{−δv²}]`` from ``expr = E[φ(u) ψ(v)]``.
+
+    The bumps multiply the density by a Gaussian factor: the tilted law is Gaussian with
+    ``Σ'^{−1} = Σ^{−1} + diag(2β, 2δ)`` and mass ``det(I + Σ diag(2β, 2δ))^{−1/2}``. With
+    ``D = 1 + 2βa + 2δb + 4βδ(ab − c²)`` and ``ab − c² = ab(1 − ρ²)``,
+
+    ``a' = (a + 2δ(ab − c²))/D,  b' = (b + 2β(ab − c²))/D,  c' = c/D,
+    ρ' = ρ/√((1 + 2δb(1 − ρ²))(1 + 2βa(1 − ρ²)))``,
+
+    written with ``ρ`` so that full correlation ``|ρ| = 1`` stays exact (``ρ' = ρ``)."""
+    gap = 1 - RHO**2
+    det = 1 + 2 * beta * A + 2 * delta * B + 4 * beta * delta * A * B * gap
+    new = {
+        A: (A + 2 * delta * A * B * gap) / det,
+        B: (B + 2 * beta * A * B * gap) / det,
+        C: C / det,
+        RHO: RHO / sp.sqrt((1 + 2 * delta * B * gap) * (1 + 2 * beta * A * gap)),
+    }
+    return expr.subs(new, simultaneous=True) / sp.sqrt(det)
+
+
+@pair_rule(*((ErfBump, kind) for kind in (Mono, CExp, Erf, MonoErf, MonoBump, ErfBump)))
+def _erf_bump_any(phi: ErfBump, psi: Atom) -> sp.Expr:
+    """Gaussian tilting: the bumps of ``erf(αu) e^{−βu²}`` (and of ``ψ``, when it has one) are
+    absorbed into the law (:func:`_tilted`), which leaves an ``Erf`` pair (the arcsine form for
+    an ``ErfBump`` partner) or a power pair ``E[erf(αu) v^n]`` for a ``MonoBump`` partner."""
+    core = Erf(phi.alpha)
+    if isinstance(psi, ErfBump):
+        return _tilted(atom_pair(core, Erf(psi.alpha)), phi.beta, psi.beta)
+    if isinstance(psi, MonoBump):
+        return _tilted(swap_variances(_power_pair(psi.n, core)), phi.beta, psi.beta)
+    return _tilted(atom_pair(core, psi), phi.beta, sp.Integer(0))
 
 
 def _integrate_even_from_zero(integrand: sp.Expr, phi, psi) -> sp.Expr:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import types
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -25,9 +26,9 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike
 
-from . import moments, solver, validate
+from . import moments, series, solver, validate
 from ._jax import jax, jnp
-from .errors import ConvergenceError, InputError
+from .errors import ConvergenceError, DekcWarning, InputError
 from .links import Link
 from .moments import Start
 from .registry import Family
@@ -83,6 +84,21 @@ class SolveOptions:
         return self.steps if isinstance(self.steps, tuple) else (self.steps,)
 
 
+@dataclasses.dataclass(frozen=True)
+class GramDiagnostics:
+    """How the last Gram matrix of a kernel was computed.
+
+    ``entries``: scalar problems solved; ``series_terms``: terms of the Mehler series that replaced
+    the quadrature pairs (``None`` when no series was used: closed forms only, T-step kernels or
+    under tracing); ``fallback_entries``: entries whose series truncation bound exceeded
+    :data:`dekc.series.TOLERANCE`, solved again by quadrature.
+    """
+
+    entries: int
+    series_terms: int | None
+    fallback_entries: int
+
+
 class ChunkProblems(NamedTuple):
     """The scalar problems of one chunk of entries: variances ``a``, ``b`` (rows of diagonal
     trajectories for T-step kernels), the input moment ``c``, the ``c`` the solve uses
@@ -130,6 +146,10 @@ class Kernel:
         self._link_factory = link_factory
         self._link = link
         self._pair_step = jax.jit(module.update_and_dp)
+        self._series_pairs = tuple(getattr(module, "SERIES", ()))
+        if self._series_pairs:
+            self._series_step = functools.partial(series.series_step, jax.jit(module.update_and_dp_closed))
+        self.diagnostics: GramDiagnostics | None = None
         self._diag_step = jax.jit(module.diagonal_update_and_da)
         # quadrature kernels evaluate NODES_PER_ENTRY points per entry: bound the chunk by 2^24 points
         self._chunk = max(1, min(_CHUNK, (1 << 24) // max(1, module.NODES_PER_ENTRY)))
@@ -304,7 +324,12 @@ class Kernel:
         ax = self._diagonal(problem.start.a0_x, problem.x, options, "X")
         ay = ax if symmetric else self._diagonal(problem.start.a0_y, problem.y, options, "Y")
         total = n * (n + 1) // 2 if symmetric else n * m
-        chunk = min(self._chunk, solver.pow2_at_least(total))
+        gram_series = None
+        if self._series_pairs and stops is None and not traced:
+            gram_series = series.GramSeries(self.module, ax[-1], ay[-1], symmetric)
+        block = self._chunk if gram_series is None else (1 << 22) // gram_series.terms
+        chunk = min(block, solver.pow2_at_least(total))
+        fallback = [0]
         layers = 1 if stops is None else len(stops)
         out: Any = jnp.zeros((layers, n, m)) if traced else np.empty((layers, n, m))
         values, pieces = [], []
@@ -330,7 +355,7 @@ class Kernel:
                     problem.start.correlation_args,
                 )
                 if stops is None:
-                    v = self._fixed_chunk(chunk_problems, options, i, j)[None]
+                    v = self._fixed_chunk(chunk_problems, options, i, j, gram_series, k, fallback)[None]
                 else:
                     v = self._steps_chunk(chunk_problems, options.lam, stops, traced, i, j)
                 v = v[:, :k]
@@ -344,6 +369,15 @@ class Kernel:
                     report(lo + k)
         finally:
             report(None)
+        self.diagnostics = GramDiagnostics(total, None if gram_series is None else gram_series.terms, fallback[0])
+        if fallback[0] and gram_series is not None:
+            warnings.warn(
+                f"{fallback[0]} of {total} entries were not certified by the {gram_series.terms}-term series "
+                f"(to {series.TOLERANCE:.0e}; variances up to {float(jnp.max(ax[-1])):.3g}) and were solved by "
+                "quadrature; see Kernel.diagnostics",
+                DekcWarning,
+                stacklevel=3,
+            )
         if traced:
             v = jnp.concatenate(values, axis=1)
             rows, cols = (np.concatenate(idx) for idx in zip(*pieces))
@@ -392,7 +426,7 @@ class Kernel:
             "that makes the kernel vanish or blow up",
         )
 
-    def _fixed_chunk(self, problems: ChunkProblems, options: SolveOptions, i, j):
+    def _fixed_chunk(self, problems: ChunkProblems, options: SolveOptions, i, j, gram_series=None, k=0, fallback=None):
         a, b, c, c_s, mux, muy, p0, same = problems
         lam, traced, exact = options.lam, options.traced, options.diagonal == "exact"
         sg = jax.lax.stop_gradient
@@ -401,21 +435,48 @@ class Kernel:
             lo, hi = jnp.where(same, 0.0, -sab), jnp.where(same, 0.0, sab)
         else:
             lo, hi = -sab, sab
-        p, status = solver.newton(
-            solver.pair_iteration,
-            self._pair_step,
-            sg(p0),
-            lo,
-            hi,
-            (sg(a), sg(b), sg(c_s), sg(mux), sg(muy), sg(lam)),
-            traced,
-        )
+        args = (sg(a), sg(b), sg(c_s), sg(mux), sg(muy), sg(lam))
+        if gram_series is not None:
+            D = gram_series.coefficients(i, j, c_s, mux, muy)
+            p, status = solver.newton(solver.pair_iteration, self._series_step, p0, lo, hi, (*args, D), traced)
+            self._report(status, a=a, b=b, c=c, mux=mux, muy=muy, lam=lam, i=i, j=j, same=same)
+            p = self._series_fallback(p, problems, i, j, gram_series, lam, k, fallback)
+            return _finish(p, a, b, same, exact)
+        p, status = solver.newton(solver.pair_iteration, self._pair_step, sg(p0), lo, hi, args, traced)
         if not traced:
             self._report(status, a=a, b=b, c=c, mux=mux, muy=muy, lam=lam, i=i, j=j, same=same)
         else:
             p = jnp.where(status == solver.CONVERGED, p, jnp.nan)
             p = solver.implicit(lambda q: self._pair_step(q, a, b, c_s, mux, muy, lam), p)
         return _finish(p, a, b, same, exact)
+
+    def _series_fallback(self, p, problems: ChunkProblems, i, j, gram_series, lam, k, fallback):
+        """Entries whose series bound is above tolerance, solved again by quadrature from the
+        series root; their number (among the first ``k``, the chunk's real entries) is added to
+        ``fallback[0]``."""
+        a, b, _, c_s, mux, muy, _, same = problems
+        ok = np.asarray(gram_series.certified(i, j, p, a, b)) | np.asarray(same)
+        bad = np.flatnonzero(~ok)
+        if bad.size == 0:
+            return p
+        fallback[0] += int(np.count_nonzero(bad < k))
+        size = max(16, solver.pow2_at_least(bad.size))
+        idx = jnp.asarray(np.concatenate([bad, np.full(size - bad.size, bad[0])]))
+        sub = [x[idx] for x in (a, b, c_s, mux, muy)]
+        sab = _bounds(sub[0], sub[1])
+        q, status = solver.newton(solver.pair_iteration, self._pair_step, p[idx], -sab, sab, (*sub, lam), False)
+        self._report(
+            status,
+            a=sub[0],
+            b=sub[1],
+            c=sub[2],
+            mux=sub[3],
+            muy=sub[4],
+            lam=lam,
+            i=i[np.asarray(idx)],
+            j=j[np.asarray(idx)],
+        )
+        return jnp.asarray(p).at[idx].set(q)
 
     def _steps_chunk(self, problems: ChunkProblems, lam, stops, traced, i, j):
         """The T-step values ``(len(stops), chunk)`` of one chunk."""

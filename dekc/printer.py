@@ -14,7 +14,11 @@ entry; anything else raises :class:`UnprintableError`, so no expression silently
   (``jnp.where(x > 0, sqrt(x), 0)`` alone has a NaN gradient at ``x = 0``);
 * ``e^x/(1 + e^x)`` prints as ``expit(x)``, ``log(1 + e^x)`` as ``logaddexp(0, x)`` and ``log(1 + x)`` as
   ``log1p(x)`` (no overflow or cancellation in the tails);
-* ``Heaviside(x)`` prints as ``jnp.heaviside(x, 0.5)`` (the sympy convention ``H(0) = 1/2``).
+* ``Heaviside(x)`` prints as ``jnp.heaviside(x, 0.5)`` (the sympy convention ``H(0) = 1/2``);
+* ``expm1``/``log1p`` (sympy's ``codegen.cfunctions``) print as ``jnp.expm1``/``jnp.log1p``, and the
+  dilogarithm ``NegLi2Exp(x) = −Li₂(−e^x)`` as the helper ``_neg_li2_exp`` of :data:`ARC_HELPERS`
+  (Taylor series for ``|x| < 1``, a series in ``e^{−|x|}`` and the inversion formula beyond; within
+  a few ulp).
 """
 
 from __future__ import annotations
@@ -25,9 +29,10 @@ import math
 import re
 
 import sympy as sp
+from sympy.codegen.cfunctions import expm1, log1p
 
 from .errors import UnprintableError
-from .expressions import NormalCdf
+from .expressions import NegLi2Exp, NormalCdf
 
 # asin(z) = z + z t P(t), t = z² ≤ 1/4: P interpolates (asin(√t)/√t − 1)/t at 13 Chebyshev nodes of
 # [0, 1/4] (interpolation error 1.5e-17). tools/precompute_arcsine.py regenerates these constants
@@ -49,6 +54,19 @@ _ASIN_P = (
 )
 _HALF_PI = (1.5707963267948966, 6.123233995736766e-17)  # π/2 as a double and its remainder
 _PI = (3.141592653589793, 1.2246467991473532e-16)
+
+
+# −Li₂(−e^x) = π²/12 + x log 2 + x²/4 + x³ Σ_m a_m x^{2m−2} for |x| < 1, a_m = b_m/(2m + 1) with
+# b_m = (4^m − 1) B_{2m}/(2m (2m)!) the Taylor coefficients of log(2 cosh(x/2)) (B = Bernoulli numbers);
+# the terms decay like π^{−2m}, so 16 of them reach 1e-19 at |x| = 1.
+_NEG_LI2_NEAR = tuple(
+    float(sp.Rational(4**m - 1) * sp.bernoulli(2 * m) / (2 * m * sp.factorial(2 * m)) / (2 * m + 1))
+    for m in range(1, 17)
+)
+# for |x| ≥ 1, y = −Li₂(−u) = Σ_k (−1)^{k+1} u^k/k², u = e^{−|x|} ≤ 1/e: 36 terms reach 1e-17 relative
+_NEG_LI2_FAR = tuple((-1) ** (k + 1) / (k * k) for k in range(1, 37))
+_LOG2 = 0.6931471805599453
+_PI2_12 = (0.8224670334241132, -3.9634141667166074e-17)  # π²/12 as a double and its remainder
 
 
 def _horner(coefficients, var: str) -> str:
@@ -82,6 +100,27 @@ def _acos(x):
     return jnp.where(outer, far, {_HALF_PI[0]!r} - (x + (tail - {_HALF_PI[1]!r})))
 '''
 
+#: the dilogarithm helper, carried only by modules that call it (see :func:`helpers_for`)
+DILOG_HELPER = f"""def _neg_li2_exp(x):
+    \"\"\"-Li2(-e^x), the antiderivative of softplus vanishing at -inf, to a few ulp: Taylor series
+    for |x| < 1, else y = -Li2(-e^-|x|) as a series in e^-|x| and, for x > 0, the inversion
+    -Li2(-e^x) = pi^2/6 + x^2/2 - y.\"\"\"
+    near = jnp.abs(x) < 1.0
+    t = jnp.where(near, x, 0.0)
+    s = t * t
+    series = {_PI2_12[0]!r} + (t * ({_LOG2!r} + t * (0.25 + t * {_horner(_NEG_LI2_NEAR, "s")})) + {_PI2_12[1]!r})
+    u = jnp.exp(-jnp.where(near, 1.0, jnp.abs(x)))
+    y = u * {_horner(_NEG_LI2_FAR, "u")}
+    far = jnp.where(x < 0, y, (2.0 * {_PI2_12[0]!r} + 0.5 * x * x) - (y - 2.0 * {_PI2_12[1]!r}))
+    return jnp.where(near, series, far)
+"""
+
+
+def helpers_for(text: str) -> str:
+    """The helper functions a generated ``text`` needs: :data:`ARC_HELPERS`, and
+    :data:`DILOG_HELPER` when it calls ``_neg_li2_exp``."""
+    return ARC_HELPERS + ("\n\n" + DILOG_HELPER if "_neg_li2_exp(" in text else "")
+
 
 _UNARY = {
     sp.exp: "jnp.exp",
@@ -100,6 +139,9 @@ _UNARY = {
     sp.erf: "jsp.erf",
     sp.erfc: "jsp.erfc",
     sp.loggamma: "jsp.gammaln",
+    expm1: "jnp.expm1",
+    log1p: "jnp.log1p",
+    NegLi2Exp: "_neg_li2_exp",
 }
 
 

@@ -35,6 +35,7 @@ NODE_COUNTS = (8, 16, 32, 64, 128)
 _PROBE_VARIANCES = (1e-2, 1.0, 1e2)
 _PROBE_CORRELATIONS = (-0.95, -0.3, 0.4, 0.9)
 _CHUNK = 4096
+_ONE_POINT_VARIANCES = tuple(10.0**k for k in range(-4, 5))
 
 
 def plan(f: sp.Expr, g: sp.Expr) -> codegen.QuadraturePlan:
@@ -80,6 +81,7 @@ class QuadratureExpectation:
         self.tol = tol
         self.plan = plan(f, g)
         self.n, self.error_bound = self._choose_nodes()
+        self.one_point_n, self.one_point_error = self._choose_one_point_nodes()
 
     @property
     def dimension(self) -> int:
@@ -89,10 +91,13 @@ class QuadratureExpectation:
     def nodes_per_entry(self) -> int:
         return self.plan.nodes_per_entry(self.n)
 
-    def source(self, prefix: str, title: str = "", n: int | None = None) -> str:
+    def source(self, prefix: str, title: str = "", n: int | None = None, one_point_n: int | None = None) -> str:
         """Source of ``prefix``, ``prefix_dc``, ``prefix_one_point`` with ``n`` nodes per piece
-        (default: the chosen ``n``)."""
-        return codegen.quadrature_functions(self.plan, prefix, self.n if n is None else n, title)
+        (default: the chosen ``n``) and ``one_point_n`` for the one-point form (default: its own
+        choice)."""
+        n = self.n if n is None else n
+        one_point_n = getattr(self, "one_point_n", n) if one_point_n is None else one_point_n
+        return codegen.quadrature_functions(self.plan, prefix, n, title, one_point_n)
 
     # -- node count ------------------------------------------------------------------------------
     def _scale(self, a, b):
@@ -139,6 +144,26 @@ class QuadratureExpectation:
             DekcWarning,
             stacklevel=4,
         )
+        return NODE_COUNTS[-1], estimate
+
+    def _choose_one_point_nodes(self):
+        """Smallest ``n`` with ``|Q_n − Q_2n| ≤ tol·scale`` for the one-point form at variances
+        ``10^-4 … 10^4`` (the scale is ``√(E f² E g²)`` at the same variance)."""
+        var = jnp.asarray(_ONE_POINT_VARIANCES)
+        scale = jnp.maximum(self._scale(var, var), 1e-300)
+        estimate = np.inf
+
+        def rule(n):
+            (fn,) = _load(self.source("probe", n=n, one_point_n=n), "probe_one_point")
+            return fn(var)
+
+        coarse = rule(NODE_COUNTS[0])
+        for n in NODE_COUNTS:
+            fine = rule(2 * n)
+            estimate = float(jnp.max(jnp.abs(fine - coarse) / scale))
+            if estimate <= self.tol:
+                return n, estimate
+            coarse = fine
         return NODE_COUNTS[-1], estimate
 
     # -- evaluation ------------------------------------------------------------------------------

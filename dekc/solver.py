@@ -89,10 +89,10 @@ def _iterate(step, state, scale):
 
 
 @functools.partial(jax.jit, static_argnums=0, donate_argnums=1)
-def pair_iteration(step, state, a, b, c, mux, muy, lam):
-    """One iteration of off-diagonal problems ``step(p, a, b, c, mux, muy, lam)``, scale ``√(ab)``."""
+def pair_iteration(step, state, a, b, c, mux, muy, lam, *extra):
+    """One iteration of off-diagonal problems ``step(p, a, b, c, mux, muy, lam, *extra)``, scale ``√(ab)``."""
     sab = jnp.maximum(jnp.sqrt(a * b), 1e-300)
-    return _iterate(lambda p: step(p, a, b, c, mux, muy, lam), state, sab)
+    return _iterate(lambda p: step(p, a, b, c, mux, muy, lam, *extra), state, sab)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -133,7 +133,7 @@ def newton(iteration, step, p0, lo, hi, args, traced: bool) -> Solution:
     size = p0.shape[0]
     where = np.arange(size)  # position in the caller's arrays of each working entry
     p_out, status_out = np.empty(size), np.full(size, EXHAUSTED)
-    args = [jnp.broadcast_to(x, p0.shape) if np.ndim(x) else x for x in args]
+    args = [jnp.broadcast_to(x, p0.shape) if 0 < np.ndim(x) <= p0.ndim else x for x in args]
     for _ in range(0, MAX_ITER, _UNROLL):
         state, finished, broken, active = iteration(step, state, *args)
         active = int(active)

@@ -17,6 +17,16 @@ T ∈ {fixed point, 2, 3, 4, 5} (the four T-step kernels come from one iteration
 the same input scales, biases and ridges, and weight variance ∈ {1, 2}; RBF over 13 length
 scales on a log grid and the same ridges.
 
+``--smooth`` adds three fixed-point DEKers of smooth activations (``SMOOTH``), whose Gram
+matrices dekc computes with a Mehler series: "DEKer-logistic" (bernoulli family, ``R`` the
+identity: σ = sigmoid, ρ = 1, the logistic model), "DEKer-tanh" (gaussian family, activation
+tanh) and "DEKer-GELU" (gaussian family, activation GELU). Their T-step kernels are still very
+slow, so they use the fixed point only, over a smaller grid (``SMOOTH_GRID``): λ ∈ {2, 4}, input
+scale ∈ {0.5, 1, 2}, bias ∈ {0, 0.1}, feature scale ∈ {0.5, 1} and the same ridges (with
+``--quick``: λ ∈ {2, 4}, input scale ∈ {1, 2}, bias ∈ {0, 0.1}, feature scale 1), with the same
+ReLU features as the DEKer. They are cross-validated like every other kernel and get their own
+rows, but are not peers: the win counts stay those of the ReLU DEKer against NNGP, NTK and RBF.
+
 Every kernel here depends on the inputs only through ``x̃·x̃' = s² x·x' + b²``, so the settings
 ``bias = b`` and ``bias = −b`` give the same matrix and are computed (and scored) once, as b ≥ 0.
 
@@ -31,12 +41,16 @@ Outputs in ``--out``: ``results.csv`` (one row per data set, seed and kernel: th
 hyper-parameters, CV RMSE and test RMSE), ``table.md`` (test RMSE mean ± standard error over seeds
 and the paired win counts of the DEKer) and ``chart.png``. Default ``--out``:
 ``quick-results/uci/`` under the current directory with ``--quick``, otherwise the recorded
-results ``experiments/results/uci/``.
+results ``experiments/results/uci/``; with ``--smooth``, ``quick-results/uci_smooth/`` and
+``experiments/results/uci_smooth/`` instead, so a run with the smooth kernels never replaces the
+results without them.
 
     python experiments/uci_benchmark.py --quick       # yacht, two seeds, a small grid (< 1 min)
     python experiments/uci_benchmark.py --out DIR     # all six data sets, 20 seeds (about an hour on 2 cores)
     python experiments/uci_benchmark.py --overwrite   # the same, replacing the recorded results
     python experiments/uci_benchmark.py --replot      # table and chart again from results.csv
+    python experiments/uci_benchmark.py --quick --smooth  # with the smooth-activation DEKers (minutes)
+    python experiments/uci_benchmark.py --smooth      # the full run with them, into experiments/results/uci_smooth/
 
 Recorded results (a folder with ``RECORDED.txt``, which every run without ``--quick`` writes when
 it finishes) are never overwritten by accident: a run whose ``--out`` holds them stops before
@@ -66,8 +80,16 @@ from dekc.datasets import UCI_DATASETS, load_uci
 
 KERNELS = ("DEKer", "NNGP", "NTK", "RBF")
 PEERS = ("NNGP", "NTK", "RBF")
+# --smooth: fixed-point DEKers of smooth activations, (family, link) for dekc.compile_kernel; not peers
+SMOOTH = {
+    "DEKer-logistic": ("bernoulli", dict(reparam="identity")),
+    "DEKer-tanh": ("gaussian", dict(activation="tanh")),
+    "DEKer-GELU": ("gaussian", dict(activation="gelu")),
+}
+SMOOTH_KERNELS = tuple(SMOOTH)
 PARAM_NAMES = ("lam", "input_scale", "bias", "feature_scale", "T", "depth", "weight_variance", "length_scale")
 DEFAULT_OUT = default_out("uci", quick=False)  # the recorded results; quick runs: default_out("uci", quick=True)
+DEFAULT_SMOOTH_OUT = default_out("uci_smooth", quick=False)  # --smooth runs: never the results above
 N_FOLDS = 5
 MIN_KEEP = 20
 
@@ -94,6 +116,26 @@ QUICK_GRID = dict(
     weight_variance=(1.0,),
     length_scale=(0.5, 1.0, 2.0),
 )
+
+# the grids of the SMOOTH kernels (fixed point only; the ridges are the main grid's): with --smooth
+# the main grid gets them as grid["smooth"]
+SMOOTH_GRID = dict(lam=(2.0, 4.0), input_scale=(0.5, 1.0, 2.0), bias=(0.0, 0.1), feature_scale=(0.5, 1.0))
+QUICK_SMOOTH_GRID = dict(lam=(2.0, 4.0), input_scale=(1.0, 2.0), bias=(0.0, 0.1), feature_scale=(1.0,))
+
+
+def with_smooth(grid, smooth_grid=None) -> dict:
+    """``grid`` with the SMOOTH kernels added over ``smooth_grid`` (default ``SMOOTH_GRID``)."""
+    return dict(grid, smooth=dict(SMOOTH_GRID if smooth_grid is None else smooth_grid))
+
+
+def kernels_of(grid) -> tuple:
+    """The kernels a run over ``grid`` scores: ``KERNELS``, then ``SMOOTH_KERNELS`` with ``--smooth``."""
+    return KERNELS + (SMOOTH_KERNELS if grid.get("smooth") else ())
+
+
+def out_name(smooth: bool) -> str:
+    """The experiment name of the default output folder (``recorded.default_out``)."""
+    return "uci_smooth" if smooth else "uci"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -219,7 +261,7 @@ def _frozen(**params) -> tuple:
 class Job:
     """One kernel computation over all points, yielding one or several matrices."""
 
-    kind: str  # "deker", "nn" or "rbf"
+    kind: str  # "deker", "nn", "rbf" or "smooth" (params: the SMOOTH kernel's name and its settings)
     params: tuple
 
     def settings(self, grid) -> list:
@@ -229,6 +271,9 @@ class Job:
             return [("DEKer", _frozen(**p, T=T)) for T in ("fp", *grid["steps"])]
         if self.kind == "nn":
             return [(name, _frozen(**p, depth=L)) for name in ("NNGP", "NTK") for L in grid["depth"]]
+        if self.kind == "smooth":
+            name = p.pop("kernel")
+            return [(name, _frozen(**p, T="fp"))]
         return [("RBF", _frozen(length_scale=ell)) for ell in grid["length_scale"]]
 
 
@@ -243,6 +288,15 @@ def make_jobs(grid) -> list:
         for s, b, w in itertools.product(grid["input_scale"], biases, grid["weight_variance"])
     ]
     jobs.append(Job("rbf", ()))
+    smooth = grid.get("smooth")
+    if smooth:
+        jobs += [
+            Job("smooth", _frozen(kernel=name, lam=lam, input_scale=s, bias=b, feature_scale=f))
+            for name in SMOOTH_KERNELS
+            for lam, s, b, f in itertools.product(
+                smooth["lam"], smooth["input_scale"], sorted(set(smooth["bias"])), smooth["feature_scale"]
+            )
+        ]
     return jobs
 
 
@@ -254,6 +308,17 @@ def deker():
     if _DEKER is None:
         _DEKER = dekc.compile_kernel("gaussian", reparam="relu")
     return _DEKER
+
+
+_SMOOTH = {}
+
+
+def smooth_kernel(name: str):
+    """The compiled SMOOTH kernel ``name`` (compiled once per process; 10–60 s when not cached on disk)."""
+    if name not in _SMOOTH:
+        family, link = SMOOTH[name]
+        _SMOOTH[name] = dekc.compile_kernel(family, **link)
+    return _SMOOTH[name]
 
 
 def nn_kernels(X: np.ndarray, depths, *, input_scale=1.0, bias=0.0, weight_variance=1.0) -> dict:
@@ -307,6 +372,20 @@ def run_job(job: Job, X: np.ndarray, grid) -> list:
             results.extend(stack[i] for i in range(len(grid["steps"])))
         except dekc.DekcError as err:
             results.extend([err] * len(grid["steps"]))
+    elif job.kind == "smooth":  # the fixed point only
+        try:
+            results = [
+                smooth_kernel(p["kernel"]).gram(
+                    X,
+                    lam=p["lam"],
+                    input_scale=p["input_scale"],
+                    bias=p["bias"],
+                    feature_scale=p["feature_scale"],
+                    features="relu",
+                )
+            ]
+        except dekc.DekcError as err:
+            results = [err]
     elif job.kind == "nn":
         mats = nn_kernels(
             X, tuple(grid["depth"]), input_scale=p["input_scale"], bias=p["bias"], weight_variance=p["weight_variance"]
@@ -363,6 +442,7 @@ def run_group(X: np.ndarray, problems: list, grid, keep: float, progress) -> dic
     """Race every setting over every problem sharing inputs ``X``; returns
     ``{problem: {seed: {kernel: row}}}`` with the chosen settings and their scores."""
     jobs = make_jobs(grid)
+    kernels = kernels_of(grid)
     ridges = tuple(grid["ridge"])
     first = [0] if keep < 1 else list(range(N_FOLDS))
     settings_of = {}
@@ -382,7 +462,7 @@ def run_group(X: np.ndarray, problems: list, grid, keep: float, progress) -> dic
         wanted = set()
         for p in problems:
             for split in p.splits:
-                for kernel in KERNELS:
+                for kernel in kernels:
                     firsts = {key: sse[0] for key, sse in p.sse.get(split.seed, {}).items() if key[0] == kernel}
                     wanted |= {(split.seed, key) for key in survivors(firsts, keep)}
         wanted_settings = {key[:2] for _, key in wanted}
@@ -397,7 +477,7 @@ def run_group(X: np.ndarray, problems: list, grid, keep: float, progress) -> dic
     chosen = {}
     for p in problems:
         for split in p.splits:
-            for kernel in KERNELS:
+            for kernel in kernels:
                 scores = {
                     key: cv_rmse(sse, len(split.train))
                     for key, sse in p.sse.get(split.seed, {}).items()
@@ -429,15 +509,16 @@ def run_group(X: np.ndarray, problems: list, grid, keep: float, progress) -> dic
     return rows
 
 
-def count_invalid(problem: Problem) -> dict:
-    """Per kernel: settings whose kernel failed, and (seed, setting) pairs with a failed solve."""
-    out = {k: [0, 0] for k in KERNELS}
+def count_invalid(problem: Problem, kernels=KERNELS) -> dict:
+    """Per kernel (every one of ``kernels``, then any other in order of first appearance):
+    settings whose kernel failed, and (seed, setting) pairs with a failed solve."""
+    out = {k: [0, 0] for k in kernels}
     for key in problem.failed:
-        out[key[0]][0] += 1
+        out.setdefault(key[0], [0, 0])[0] += 1
     for table in problem.sse.values():
         for key, sse in table.items():
             if np.isnan(sse[0]):
-                out[key[0]][1] += 1
+                out.setdefault(key[0], [0, 0])[1] += 1
     return out
 
 
@@ -446,7 +527,12 @@ def n_settings(grid) -> dict:
     n_deker = len(g["lam"]) * len(g["input_scale"]) * len(g["bias"]) * len(g["feature_scale"]) * (1 + len(g["steps"]))
     n_nn = len(g["depth"]) * len(g["input_scale"]) * len(g["bias"]) * len(g["weight_variance"])
     r = len(g["ridge"])
-    return {"DEKer": n_deker * r, "NNGP": n_nn * r, "NTK": n_nn * r, "RBF": len(g["length_scale"]) * r}
+    out = {"DEKer": n_deker * r, "NNGP": n_nn * r, "NTK": n_nn * r, "RBF": len(g["length_scale"]) * r}
+    smooth = g.get("smooth")
+    if smooth:
+        n_smooth = math.prod(len(smooth[k]) for k in ("lam", "input_scale", "bias", "feature_scale"))
+        out.update(dict.fromkeys(SMOOTH_KERNELS, n_smooth * r))
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -471,14 +557,18 @@ def read_csv(path: Path) -> list:
 
 def summarise(records: list):
     """``table[dataset][kernel] = (mean, standard error)`` of the test RMSE over seeds, and
-    ``wins[dataset][peer] = (seeds where the DEKer's test RMSE is lower, seeds compared)``."""
+    ``wins[dataset][peer] = (seeds where the DEKer's test RMSE is lower, seeds compared)``.
+
+    Kernels in ``KERNELS`` order, then the ``SMOOTH_KERNELS`` the records hold (records without
+    them, e.g. results from before ``--smooth``, give the same table as before); the SMOOTH
+    kernels are never peers."""
     by = {}
     for rec in records:
         by.setdefault(rec["dataset"], {}).setdefault(rec["kernel"], {})[int(rec["seed"])] = float(rec["test_rmse"])
     table, wins = {}, {}
     for ds, kernels in by.items():
         table[ds] = {}
-        for kernel in KERNELS:
+        for kernel in KERNELS + SMOOTH_KERNELS:
             vals = np.array([v for v in kernels.get(kernel, {}).values() if np.isfinite(v)])
             if len(vals):
                 se = float(vals.std(ddof=1) / np.sqrt(len(vals))) if len(vals) > 1 else float("nan")
@@ -491,16 +581,22 @@ def summarise(records: list):
     return table, wins
 
 
+def table_kernels(table: dict) -> tuple:
+    """The columns of ``table``: ``KERNELS``, then the ``SMOOTH_KERNELS`` some data set has."""
+    return KERNELS + tuple(k for k in SMOOTH_KERNELS if any(k in row for row in table.values()))
+
+
 def markdown_table(table: dict, wins: dict, notes=()) -> str:
+    kernels = table_kernels(table)
     lines = [
-        "| data set | " + " | ".join(KERNELS) + " | DEKer wins vs " + " / ".join(PEERS) + " |",
-        "|---|" + "---:|" * len(KERNELS) + "---:|",
+        "| data set | " + " | ".join(kernels) + " | DEKer wins vs " + " / ".join(PEERS) + " |",
+        "|---|" + "---:|" * len(kernels) + "---:|",
     ]
     for ds in table:
         cells = []
         means = {k: v[0] for k, v in table[ds].items()}
         best = min(means, key=means.get) if means else None
-        for kernel in KERNELS:
+        for kernel in kernels:
             if kernel not in table[ds]:
                 cells.append("—")
                 continue
@@ -521,6 +617,12 @@ def write_outputs(out: Path, records: list, notes=(), title="Kernel ridge regres
         f"# {title}\n\nTest RMSE (original units), mean ± standard error over seeds; bold: lowest mean. "
         "Wins: seeds on which the DEKer's test RMSE is lower than the peer's.\n\n"
     )
+    smooth = [k for k in table_kernels(table) if k in SMOOTH_KERNELS]
+    if smooth:
+        header += (
+            f"{', '.join(smooth)}: fixed-point DEKers of smooth activations (`--smooth`, a smaller grid); "
+            "not counted in the wins.\n\n"
+        )
     (out / "table.md").write_text(header + markdown_table(table, wins, notes))
     try:
         from dekc.plot import benchmark_chart
@@ -571,18 +673,26 @@ def main(argv=None) -> int:
         "--out",
         type=Path,
         default=None,
-        help="output folder (default: experiments/results/uci/, the recorded results; quick-results/uci/ with --quick)",
+        help="output folder (default: experiments/results/uci/, the recorded results; quick-results/uci/ with "
+        "--quick; uci_smooth/ instead of uci/ with --smooth)",
     )
     parser.add_argument(
         "--overwrite",
         action="store_true",
         help="allow writing into a folder that holds the recorded results of a full run (they are replaced)",
     )
+    parser.add_argument(
+        "--smooth",
+        action="store_true",
+        help="also the fixed-point DEKers of smooth activations (logistic, tanh, GELU) over a smaller grid, "
+        "written by default to experiments/results/uci_smooth/ (quick-results/uci_smooth/ with --quick)",
+    )
     parser.add_argument("--replot", action="store_true", help="only rewrite table.md and chart.png from results.csv")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
 
-    out = args.out if args.out is not None else default_out("uci", args.quick)
+    experiment = out_name(args.smooth)
+    out = args.out if args.out is not None else default_out(experiment, args.quick)
     if args.replot:  # keeps the notes (invalid settings, timings) of an existing table.md
         old = (out / "table.md").read_text().splitlines() if (out / "table.md").exists() else []
         write_outputs(out, read_csv(out / "results.csv"), [line for line in old if line.startswith("- ")])
@@ -595,9 +705,11 @@ def main(argv=None) -> int:
     if args.quick:
         grid, seeds = QUICK_GRID, 2
         names = ["yacht"] if args.datasets == parser.get_default("datasets") else names
+    if args.smooth:
+        grid = with_smooth(grid, QUICK_SMOOTH_GRID if args.quick else SMOOTH_GRID)
     if seeds < 1:
         parser.error("--seeds must be at least 1")
-    prepare(out, args.quick, args.overwrite, "uci", parser.error)  # before any work
+    prepare(out, args.quick, args.overwrite, experiment, parser.error)  # before any work
     command = " ".join(
         ["python experiments/uci_benchmark.py", *(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))]
     )
@@ -627,6 +739,7 @@ def main(argv=None) -> int:
             groups.append((X, [(n, y)]))
     records, notes = [], []
     counts = n_settings(grid)
+    kernels = kernels_of(grid)
     for X_raw, targets in groups:
         X = standardise(X_raw)
         problems = []
@@ -638,7 +751,7 @@ def main(argv=None) -> int:
         elapsed = time.perf_counter() - t0
         for p in problems:
             for seed in range(seeds):
-                for kernel in KERNELS:
+                for kernel in kernels:
                     row = rows.get(p.name, {}).get(seed, {}).get(kernel)
                     if row is None:
                         continue
@@ -654,11 +767,11 @@ def main(argv=None) -> int:
                     )
                     rec.update(dict(row["params"].items()))
                     records.append(rec)
-            bad = count_invalid(p)
+            bad = count_invalid(p, kernels)
             note = "; ".join(
                 f"{k}: {bad[k][0]} of {counts[k]} settings failed"
                 + (f", {bad[k][1]} (seed, setting) solves failed" if bad[k][1] else "")
-                for k in KERNELS
+                for k in kernels
                 if bad[k][0] or bad[k][1]
             )
             notes.append(f"- {p.name}: " + (note or "every setting valid") + f" (group time {elapsed:.0f} s)")

@@ -52,6 +52,7 @@ def test_console_script_runs():
     assert result.returncode == 0 and dekc.__version__ in result.stdout
 
 
+@pytest.mark.slow  # about three minutes on two cores; every stage it shows is tested on its own
 def test_demo_runs(tmp_path):
     """`make demo` runs examples/demo.py: it must finish and show the pipeline stages."""
     from pathlib import Path

@@ -333,3 +333,158 @@ def test_run_refuses_to_overwrite_recorded_results(bench, tmp_path, capsys, quic
     assert {k: v for k, v in digests(folder).items() if k not in ("table.md", "chart.png")} == {
         k: v for k, v in before.items() if k not in ("table.md", "chart.png")
     }
+
+
+# ---------------------------------------------------------------------------------------------- --smooth
+
+
+class FakeSmooth:
+    """A stand-in for a compiled SMOOTH kernel (compiling the real ones takes 10–60 s, and a first
+    Gram matrix seconds more): a Gaussian kernel whose width depends on the settings; ``fail_lam``
+    raises a dekc error, as a setting without a fixed point does. ``steps=True``: a stand-in for
+    the ReLU DEKer, which is also asked for T-step kernels."""
+
+    def __init__(self, width, fail_lam=None, steps=False):
+        self.width, self.fail_lam, self.steps, self.calls = width, fail_lam, steps, []
+
+    def gram(self, X, *, lam, input_scale, bias, feature_scale, features, steps=None):
+        assert features == "relu" and (self.steps or steps is None)  # the fixed point, the DEKer's features
+        self.calls.append((lam, input_scale, bias, feature_scale))
+        if lam == self.fail_lam:
+            raise dekc.ConvergenceError("no fixed point")
+        d2 = np.sum((X[:, None, :] - X[None, :, :]) ** 2, axis=-1)
+        K = feature_scale * np.exp(-(input_scale**2) * d2 / (2.0 * self.width * lam)) + bias**2
+        return K if steps is None else np.stack([K ** (1.0 / T) for T in steps])
+
+
+def test_smooth_option_adds_the_kernels(bench, monkeypatch):
+    assert bench.SMOOTH_KERNELS == ("DEKer-logistic", "DEKer-tanh", "DEKer-GELU")
+    assert bench.SMOOTH["DEKer-logistic"] == ("bernoulli", {"reparam": "identity"})
+    assert bench.SMOOTH["DEKer-tanh"] == ("gaussian", {"activation": "tanh"})
+    assert bench.SMOOTH["DEKer-GELU"] == ("gaussian", {"activation": "gelu"})
+    assert not set(bench.SMOOTH_KERNELS) & set(bench.PEERS + bench.KERNELS)
+    # without the option: the grids, jobs and setting counts of before
+    for grid in (bench.GRID, bench.QUICK_GRID):
+        assert "smooth" not in grid and bench.kernels_of(grid) == bench.KERNELS
+        assert {job.kind for job in bench.make_jobs(grid)} == {"deker", "nn", "rbf"}
+        assert tuple(bench.n_settings(grid)) == bench.KERNELS
+    full = bench.with_smooth(bench.GRID)
+    assert bench.kernels_of(full) == bench.KERNELS + bench.SMOOTH_KERNELS
+    assert bench.n_settings(full) == {**bench.n_settings(bench.GRID), **dict.fromkeys(bench.SMOOTH_KERNELS, 72)}
+    smooth_jobs = [job for job in bench.make_jobs(full) if job.kind == "smooth"]
+    assert len(smooth_jobs) == 3 * 2 * 3 * 2 * 2
+    assert [job for job in bench.make_jobs(full) if job.kind != "smooth"] == bench.make_jobs(bench.GRID)
+    settings = [s for job in smooth_jobs for s in job.settings(full)]
+    assert {name for name, _ in settings} == set(bench.SMOOTH_KERNELS)
+    assert all(dict(params)["T"] == "fp" for _, params in settings)  # the fixed point only
+    assert {dict(params)["feature_scale"] for _, params in settings} == {0.5, 1.0}
+    # a toy run: the smooth kernels get rows of their own, failures are invalid settings, and the
+    # ReLU DEKer and its peers are chosen exactly as without the option
+    fakes = {
+        "DEKer-logistic": FakeSmooth(0.5),
+        "DEKer-tanh": FakeSmooth(1.0),
+        "DEKer-GELU": FakeSmooth(2.0, fail_lam=4.0),
+    }
+    monkeypatch.setattr(bench, "_SMOOTH", fakes)
+    monkeypatch.setattr(bench, "_DEKER", FakeSmooth(0.7, steps=True))
+    rng = np.random.default_rng(8)
+    X = bench.standardise(rng.standard_normal((30, 2)))
+    y = np.sin(X[:, 0]) + 0.1 * rng.standard_normal(30)
+    grid = dict(bench.QUICK_GRID, lam=(2.0,), input_scale=(1.0,), bias=(0.0,), depth=(1,))
+    small = dict(lam=(2.0, 4.0), input_scale=(1.0, 2.0), bias=(0.0,), feature_scale=(1.0,))
+    quiet = dict(keep=1.0, progress=lambda items, desc: items)
+    plain = bench.Problem("toy", y, [bench.make_split(y, s) for s in (0, 1)])
+    smooth = bench.Problem("toy", y, [bench.make_split(y, s) for s in (0, 1)])
+    rows = bench.run_group(X, [plain], grid, **quiet)["toy"]
+    rows_smooth = bench.run_group(X, [smooth], bench.with_smooth(grid, small), **quiet)["toy"]
+    for seed in (0, 1):
+        assert set(rows[seed]) == set(bench.KERNELS)
+        assert set(rows_smooth[seed]) == set(bench.KERNELS + bench.SMOOTH_KERNELS)
+        for kernel in bench.KERNELS:
+            assert rows_smooth[seed][kernel] == rows[seed][kernel]
+        for kernel in bench.SMOOTH_KERNELS:
+            row = rows_smooth[seed][kernel]
+            assert row["params"]["T"] == "fp" and row["test_rmse"] > 0 and row["cv_rmse"] > 0
+        assert rows_smooth[seed]["DEKer-GELU"]["params"]["lam"] == 2.0
+    assert {c[0] for c in fakes["DEKer-tanh"].calls} == {2.0, 4.0}
+    bad = bench.count_invalid(smooth, bench.kernels_of(bench.with_smooth(grid, small)))
+    assert bad["DEKer-GELU"] == [2 * len(grid["ridge"]), 0]  # lam = 4 at both input scales
+    assert bad["DEKer-tanh"] == bad["DEKer-logistic"] == [0, 0] and set(bench.count_invalid(plain)) == set(
+        bench.KERNELS
+    )
+
+
+def test_smooth_runs_have_their_own_default_folder(bench, monkeypatch):
+    """Without --out, a --smooth run goes to experiments/results/uci_smooth/ (quick-results/uci_smooth/
+    with --quick), never to the recorded results of the runs without it."""
+    assert bench.DEFAULT_OUT == RECORDED and bench.DEFAULT_SMOOTH_OUT == RECORDED.parent / "uci_smooth"
+    seen = []
+
+    def stop(folder, quick, overwrite, experiment, error):  # prepare() comes before any work
+        seen.append((Path(folder), quick, experiment))
+        raise SystemExit(0)
+
+    monkeypatch.setattr(bench, "prepare", stop)
+    for argv in ([], ["--smooth"], ["--quick"], ["--quick", "--smooth"], ["--smooth", "--out", "x"]):
+        with pytest.raises(SystemExit):
+            bench.main([*argv, "--no-progress"])
+    assert seen == [
+        (RECORDED, False, "uci"),
+        (RECORDED.parent / "uci_smooth", False, "uci_smooth"),
+        (Path("quick-results/uci"), True, "uci"),
+        (Path("quick-results/uci_smooth"), True, "uci_smooth"),
+        (Path("x"), False, "uci_smooth"),
+    ]
+
+
+def test_table_copes_with_results_without_the_smooth_kernels(bench, tmp_path):
+    """--replot of the recorded results (no smooth kernels) gives their table.md byte for byte; with
+    smooth-kernel rows the table gains their columns and the DEKer's win counts do not change."""
+    folder = tmp_path / "uci"
+    shutil.copytree(RECORDED, folder)
+    assert bench.main(["--replot", "--out", str(folder)]) == 0
+    assert (folder / "table.md").read_bytes() == (RECORDED / "table.md").read_bytes()
+    records = bench.read_csv(RECORDED / "results.csv")
+    table, wins = bench.summarise(records)
+    assert bench.table_kernels(table) == bench.KERNELS
+    extra = [
+        dict(dataset=ds, seed=seed, kernel=kernel, test_rmse=str(v), T="fp")
+        for ds in ("yacht", "wine")
+        for seed in range(3)
+        for kernel, v in zip(bench.SMOOTH_KERNELS, (0.1 + seed, 0.2 + seed, 0.3 + seed))
+    ]
+    table2, wins2 = bench.summarise(records + extra)
+    assert wins2 == wins
+    assert bench.table_kernels(table2) == bench.KERNELS + bench.SMOOTH_KERNELS
+    assert table2["yacht"]["DEKer-logistic"] == (
+        pytest.approx(1.1),
+        pytest.approx(np.std([0.1, 1.1, 2.1], ddof=1) / 3**0.5),
+    )
+    assert "DEKer-tanh" not in table2["diabetes"]
+    text = bench.markdown_table(table2, wins2)
+    header = text.splitlines()[0]
+    assert header == (
+        "| data set | DEKer | NNGP | NTK | RBF | DEKer-logistic | DEKer-tanh | DEKer-GELU "
+        "| DEKer wins vs NNGP / NTK / RBF |"
+    )
+    diabetes = next(line for line in text.splitlines() if line.startswith("| diabetes |"))
+    assert diabetes.count("—") == 3 and diabetes.endswith("| 5/20 / 19/20 / 8/20 |")
+    yacht = next(line for line in text.splitlines() if line.startswith("| yacht |"))
+    assert "**1.1 ± 0.58**" in yacht and yacht.endswith("| 0/20 / 18/20 / 20/20 |")  # bold: lowest mean of all
+    bench.write_outputs(folder, records + extra)
+    assert "not counted in the wins" in (folder / "table.md").read_text()
+
+
+@pytest.mark.slow
+def test_smooth_job_is_the_fixed_point_gram(bench):
+    """The real logistic kernel (bernoulli, R = identity) on a few points: a smooth job yields the
+    fixed-point Gram matrix with the DEKer's ReLU features."""
+    rng = np.random.default_rng(9)
+    X = rng.standard_normal((5, 2))
+    job = bench.Job(
+        "smooth", bench._frozen(kernel="DEKer-logistic", lam=2.0, input_scale=1.0, bias=0.1, feature_scale=0.5)
+    )
+    ((name, params, K),) = bench.run_job(job, X, bench.with_smooth(bench.QUICK_GRID))
+    assert name == "DEKer-logistic" and dict(params)["T"] == "fp"
+    ker = dekc.compile_kernel("bernoulli", reparam="identity")
+    np.testing.assert_allclose(K, ker.gram(X, lam=2.0, bias=0.1, feature_scale=0.5, features="relu"), rtol=1e-12)
