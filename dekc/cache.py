@@ -17,6 +17,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import tempfile
 import warnings
 from pathlib import Path
@@ -28,6 +29,7 @@ from .io import atomic_output
 
 #: the modules whose code shapes a generated module
 GENERATOR_MODULES = ("codegen", "printer", "gaussian", "expectations", "quadrature", "links", "expressions")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def cache_dir() -> Path:
@@ -64,12 +66,30 @@ def code_digest(source: str) -> str:
 def generator_digest() -> str:
     """SHA-256 of the code of :data:`GENERATOR_MODULES`, so a changed generator never reuses a
     stale cache file even within one dekc version (editing a comment or a docstring does not
-    count: it cannot change the generated code)."""
+    count: it cannot change the generated code).
+
+    Parsing the modules takes a few hundred milliseconds, so the result is kept in the cache
+    directory under the SHA-256 of the modules' exact text; a kept value is used only when it
+    is a well-formed digest (anything else is recomputed and replaced)."""
     here = Path(__file__).parent
+    texts = [(here / f"{name}.py").read_text(encoding="utf-8") for name in GENERATOR_MODULES]
+    exact = hashlib.sha256("\0".join(texts).encode()).hexdigest()
+    memo = cache_dir() / f"generator-{exact[:40]}.digest"
+    try:
+        kept = memo.read_text(encoding="ascii").strip()
+        if _HEX64.fullmatch(kept):
+            return kept
+    except (OSError, UnicodeDecodeError):
+        pass
     digest = hashlib.sha256()
-    for name in GENERATOR_MODULES:
-        digest.update(code_digest((here / f"{name}.py").read_text(encoding="utf-8")).encode())
-    return digest.hexdigest()
+    for text in texts:
+        digest.update(code_digest(text).encode())
+    value = digest.hexdigest()
+    try:
+        write_atomic(memo, value + "\n")
+    except OSError:
+        pass  # a read-only cache only costs the parse next time
+    return value
 
 
 def input_hash(fields: dict) -> str:

@@ -7,6 +7,7 @@ files are parsed with the whitelist of :mod:`dekc.expressions`; nothing in them 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.resources
 import math
 import os
@@ -96,7 +97,9 @@ class Family:
     ``log_partition``, ``sufficient_statistic``, ``base_measure`` and the ends of
     ``natural_domain`` may use the parameter symbols; ``parameters`` gives their values.
     The properties ``A``, ``domain``, ``T`` and ``h`` have those values substituted.
-    Construction validates everything and records how convexity of ``A`` was established.
+    Construction validates everything (convexity of ``A`` on sampled interior points);
+    :attr:`convexity` says how convexity is established (whether sympy also proves it, decided on
+    first access).
     """
 
     name: str
@@ -109,12 +112,18 @@ class Family:
     theta: sp.Symbol = sp.Symbol("theta", real=True)
     parameters: Mapping[str, sp.Expr] = dataclasses.field(default_factory=dict)
     source: str = dataclasses.field(default=OBJECT_SOURCE, compare=False)
-    convexity: str = dataclasses.field(default="", compare=False)
 
     def __post_init__(self):
         object.__setattr__(self, "parameters", dict(self.parameters))
         with limited(f"validating the family '{str(self.name)[:64]}' ({self.source})"):
-            object.__setattr__(self, "convexity", _validate(self))
+            _validate(self)
+
+    @functools.cached_property
+    def convexity(self) -> str:
+        """How convexity of ``A`` on ``Θ`` is established: ``"symbolic ..."`` when sympy proves
+        ``A'' ≥ 0`` there, else ``"sampled ..."`` (the check every family passes at construction)."""
+        with limited(f"proving convexity of the family '{self.name}'"):
+            return _convexity_proof(self.A, self.theta, self.domain)
 
     def __hash__(self):
         return hash((self.name, self.log_partition, tuple(sorted(self.parameters.items()))))
@@ -193,8 +202,8 @@ def _parameter_value(value, source: str, field: str) -> sp.Expr:
     return number
 
 
-def _validate(fam: Family) -> str:
-    """Check a Family's fields; return how convexity was established."""
+def _validate(fam: Family) -> None:
+    """Check a Family's fields (convexity of ``A`` on sampled interior points)."""
     src = fam.source
     if not isinstance(fam.name, str) or not _NAME.match(fam.name):
         raise FamilyError(
@@ -255,11 +264,11 @@ def _validate(fam: Family) -> str:
         )
     if not domain.start < domain.end:
         raise FamilyError(src, "natural_domain", f"lower end {domain.start} must be below upper end {domain.end}")
-    return _check_convexity(fam.A, fam.theta, domain, src)
+    _check_convexity(fam.A, fam.theta, domain, src)
 
 
-def _check_convexity(A: sp.Expr, theta: sp.Symbol, domain: sp.Interval, src: str) -> str:
-    """``A'' ≥ 0`` on ``Θ``: decided by sympy where it can, otherwise on sampled interior points."""
+def _check_convexity(A: sp.Expr, theta: sp.Symbol, domain: sp.Interval, src: str) -> None:
+    """``A'' ≥ 0`` on ``Θ`` at sampled interior points (and ``A`` finite and real there)."""
     d2 = sp.diff(A, theta, 2)
     values_at = to_mpmath(d2, theta)
     a_at = to_mpmath(A, theta)
@@ -287,6 +296,12 @@ def _check_convexity(A: sp.Expr, theta: sp.Symbol, domain: sp.Interval, src: str
         )
     if max(curvature) <= 0:
         raise FamilyError(src, "log_partition", "A is linear on Θ (A'' = 0): the family would have zero variance")
+
+
+def _convexity_proof(A: sp.Expr, theta: sp.Symbol, domain: sp.Interval) -> str:
+    """Whether sympy proves ``A'' ≥ 0`` on ``Θ`` (as text)."""
+    d2 = sp.diff(A, theta, 2)
+    samples = _interior_samples(domain)
     try:
         decided = sp.simplify(d2.subs(theta, _positive_reparam(theta, domain))).is_nonnegative
     except (TypeError, ValueError, NotImplementedError, RecursionError):
@@ -383,6 +398,23 @@ def load_family_file(path) -> Family:
 _registry: dict[str, Family] = {}
 _lock = threading.RLock()
 _builtins_loaded = False
+_lazily_loaded: set[str] = set()  # built-in files loaded alone, before the others were needed
+
+
+def _builtin(name: str) -> Family | None:
+    """The built-in family ``name`` loaded from its own file alone, while the other files are not
+    needed yet (not when ``DEKC_FAMILY_PATH`` may override it)."""
+    if _builtins_loaded or os.environ.get("DEKC_FAMILY_PATH"):
+        return None
+    path = next((p for p in builtin_family_files() if p.stem == name), None)
+    if path is None:
+        return None
+    fam = load_family_file(path)
+    if fam.name != name:
+        return None
+    _registry[name] = fam
+    _lazily_loaded.add(name)
+    return fam
 
 
 def builtin_family_files() -> list[Path]:
@@ -405,6 +437,8 @@ def _ensure_loaded() -> None:
         if _builtins_loaded:
             return
         for path in builtin_family_files():
+            if path.stem in _lazily_loaded:
+                continue
             fam = load_family_file(path)
             _registry[fam.name] = fam
         for folder in filter(None, os.environ.get("DEKC_FAMILY_PATH", "").split(os.pathsep)):
@@ -428,9 +462,12 @@ def family(name: str | Family, **parameters: str | float) -> Family:
     elif not isinstance(name, str):
         raise InputError(f"family must be a registered name (a string) or a dekc.Family, got {type(name).__name__}")
     else:
-        _ensure_loaded()
         with _lock:
-            fam = _registry.get(name)
+            fam = _registry.get(name) or _builtin(name)
+        if fam is None:
+            _ensure_loaded()
+            with _lock:
+                fam = _registry.get(name)
         if fam is None:
             raise UnknownFamilyError(
                 f"no family named {name!r}; registered: {', '.join(families())}. "
