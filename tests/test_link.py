@@ -78,7 +78,7 @@ ACTIVATION_CASES = [
     ("exponential", "exp"),
     ("gamma", "1"),
     ("negative_binomial", "exp"),
-    ("inverse_gaussian", "exp(-exp(-eta))*exp(-eta)"),
+    pytest.param("inverse_gaussian", "exp(-exp(-eta))*exp(-eta)", marks=pytest.mark.slow),  # ~40 s
 ]
 
 

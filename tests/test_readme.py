@@ -5,11 +5,13 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 SECTION = README.read_text().split("## Register your own family")[1].split("\n## ")[0]
 
 
+@pytest.mark.slow  # about 100 s on two cores (it fits a Gaussian process); its stages are tested on their own
 def test_readme_family_walkthrough(tmp_path, monkeypatch, capsys):
     toml = re.search(r"```toml\n# normal_v.toml\n(.*?)```", SECTION, re.S).group(1)
     code = re.search(r"```python\n(.*?)```", SECTION, re.S).group(1)
