@@ -8,7 +8,7 @@ to the Cauchy–Schwarz scale ``√(E f(u)² E f(v)²)``, and the certified boun
 points where the series does not certify its tolerance are counted (a Gram matrix solves those
 entries by quadrature). Nothing here fails a build.
 
-Run: ``python benchmarks/series_accuracy.py [--dps 20]``.
+Run: ``python benchmarks/series_accuracy.py [--dps 20] [ACTIVATION ...]`` (default: all of them).
 """
 
 from __future__ import annotations
@@ -26,7 +26,12 @@ CORRELATIONS = (-0.999, 0.3, 0.999)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dps", type=int, default=20)
+    parser.add_argument("activations", nargs="*", metavar="ACTIVATION", help=f"any of {', '.join(ACTIVATIONS)}")
     args = parser.parse_args()
+    unknown = sorted(set(args.activations) - set(ACTIVATIONS))
+    if unknown:
+        parser.error(f"unknown activation(s) {', '.join(unknown)}; choose from {', '.join(ACTIVATIONS)}")
+    args.activations = args.activations or list(ACTIVATIONS)
 
     import dekc
     from dekc import codegen, expressions, printer, series
@@ -35,7 +40,7 @@ def main() -> None:
     print(f"reference: mpmath at {args.dps} digits; a, b in {VARIANCES}, r in {CORRELATIONS}")
     print("| activation | E[f f] | terms | largest error / scale | bound at that point | not certified |")
     print("|---|---|---|---|---|---|")
-    for name in ACTIVATIONS:
+    for name in args.activations:
         expr = expressions.as_eta_expression(name)
         source = printer.function_source(
             "f", ["eta"], expr, {expressions.ETA: "eta"}, result="jnp.broadcast_to({}, jnp.shape(eta))"

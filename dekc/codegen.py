@@ -44,9 +44,18 @@ IMPORTS = "import jax\nimport jax.numpy as jnp\nimport jax.scipy.special as jsp"
 QUADRATURE_RANGE = 10.0
 #: feature points ``±1, ±4, ±16`` (in the function's own variable) where every rule is split
 FEATURE_POINTS = (1.0, 4.0, 16.0)
+#: fixed split points ``±1.5, ±3, ±5, ±7.5`` in whitened coordinates, so that the Gaussian weight
+#: itself is integrated to float64 accuracy whatever the variance (one Gauss–Legendre piece across
+#: ``[-10, 10]`` misses the Gaussian mass by 1e-8 even with 32 nodes)
+WHITENED_POINTS = (1.5, 3.0, 5.0, 7.5)
+#: multiples ``±1, ±2, ±4, ±8`` of the conditional spread around each kink of the inner function (and
+#: around 0): the features of the smoothed factor ``E[g(μ + sZ)]`` as a function of ``μ``
+SPREAD_MULTIPLES = (1.0, 2.0, 4.0, 8.0)
 
 #: helpers shared by every generated quadrature rule in a module
 QUADRATURE_HELPERS = f'''_QUAD_L = {QUADRATURE_RANGE!r}
+_QUAD_Z = {tuple(sorted({-QUADRATURE_RANGE, QUADRATURE_RANGE} | {s * p for p in WHITENED_POINTS for s in (-1, 1)}))!r}
+_QUAD_M = {tuple(sorted({s * m for m in SPREAD_MULTIPLES for s in (-1, 1)}))!r}
 
 
 def _quad_phi(z):
@@ -60,15 +69,32 @@ def _quad_correlation(a, b, c):
     return jnp.where(sab > 0, jnp.clip(c / jnp.where(sab > 0, sab, 1.0), -1.0, 1.0), 0.0), jnp.sqrt(a), jnp.sqrt(b)
 
 
-def _quad_breaks(points, scale, shift):
-    """Breakpoints in z where shift + scale * z meets the points, clipped to [-L, L], sorted."""
+def _quad_mapped(points, scale, shift):
+    """Where shift + scale * z meets the points, clipped to [-L, L] (unsorted)."""
     pts = jnp.asarray(points, dtype=jnp.float64)
-    safe = jnp.where(scale > 0, scale, 1.0)
-    z = jnp.where(scale[..., None] > 0, (pts - shift[..., None]) / safe[..., None],
+    safe = jnp.where(scale != 0, scale, 1.0)
+    z = jnp.where(scale[..., None] != 0, (pts - shift[..., None]) / safe[..., None],
                   jnp.sign(pts - shift[..., None]) * 2 * _QUAD_L)
-    z = jnp.clip(z, -_QUAD_L, _QUAD_L)
-    ends = jnp.broadcast_to(jnp.asarray([-_QUAD_L, _QUAD_L]), z.shape[:-1] + (2,))
-    return jnp.sort(jnp.concatenate([ends, z], axis=-1), axis=-1)
+    return jnp.clip(z, -_QUAD_L, _QUAD_L)
+
+
+def _quad_smoothed(centers, scale, spread):
+    """Where scale * z meets centers + spread * m for the multiples m in _QUAD_M, clipped to [-L, L]:
+    the features of E[g(scale z + spread Z)] for a g with features at the centers."""
+    v = jnp.asarray(centers, dtype=jnp.float64)[:, None] + spread[..., None, None] * jnp.asarray(_QUAD_M)
+    v = v.reshape(v.shape[:-2] + (-1,))
+    safe = jnp.where(scale != 0, scale, 1.0)
+    z = jnp.where(scale[..., None] != 0, v / safe[..., None], jnp.sign(v) * 2 * _QUAD_L)
+    return jnp.clip(z, -_QUAD_L, _QUAD_L)
+
+
+def _quad_breaks(points, scale, shift, *more):
+    """Breakpoints in z: the ends, the fixed whitened points, where shift + scale * z meets the
+    points, and any further mapped points (``more``), sorted."""
+    z = _quad_mapped(points, scale, shift)
+    fixed = jnp.asarray(_QUAD_Z, dtype=jnp.float64)
+    fixed = jnp.broadcast_to(fixed, z.shape[:-1] + fixed.shape)
+    return jnp.sort(jnp.concatenate([fixed, z, *more], axis=-1), axis=-1)
 
 
 def _quad_pieces(breaks, x, w):
@@ -140,9 +166,11 @@ def quadrature_functions(
     one_point_n = n if one_point_n is None else one_point_n
     one_point_nodes = f"{p}_X, {p}_W" if one_point_n == n else f"{p}_X1, {p}_W1"
     what = f" of {title}" if title else ""
+    centers = tuple(sorted(set(plan.g_kinks) | {0.0}))
     outer = (
-        f"_quad_breaks({split_points(plan.f_kinks)!r}, sa, jnp.zeros_like(sa)), "
-        f"_quad_breaks({split_points(plan.g_kinks)!r}, rho * sb, jnp.zeros_like(sb))"
+        f"_quad_breaks({split_points(plan.f_kinks)!r}, sa, jnp.zeros_like(sa), "
+        f"_quad_mapped({split_points(plan.g_kinks)!r}, rho * sb, jnp.zeros_like(sb)), "
+        f"_quad_smoothed({centers!r}, rho * sb, sb * jnp.sqrt(jnp.maximum(1 - rho * rho, 0.0))))"
     )
     if plan.reduction is not None:
         inner = f"{p}_G(mean, jnp.broadcast_to(spread, mean.shape))"
@@ -187,7 +215,7 @@ def quadrature_functions(
 {conditional}def {p}_rule(a, b, c):
     """Composite Gauss-Legendre rule ({n} nodes per piece) in whitened coordinates; a is f's variance."""
     rho, sa, sb = _quad_correlation(a, b, c)
-    zb = jnp.sort(jnp.concatenate([{outer}], axis=-1), axis=-1)
+    zb = {outer}
     z1, w1 = _quad_pieces(zb, {p}_X, {p}_W)
     fu = {p}_f(sa[..., None, None] * z1)
     mean = (rho * sb)[..., None, None] * z1

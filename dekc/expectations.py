@@ -98,7 +98,7 @@ class GaussianExpectation:
             self.method = "quadrature"
             self.expr = self.dc_expr = self.one_point_expr = None
             self.quadrature = QuadratureExpectation(self.f, self.g, tol=tol)
-            self.error_bound = self.quadrature.error_bound
+            self.error_bound = max(self.quadrature.error_bound, self.quadrature.one_point_error)
             self._functions = self.quadrature.functions()
 
     def source(self, prefix: str, title: str = "") -> str:

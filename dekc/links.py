@@ -675,10 +675,18 @@ def _dilog_asymptotics(expr, point):
 
 def _limit(expr, x, point, direction="+"):
     expr = _dilog_asymptotics(expr, point)
-    try:
-        value = sp.limit(expr, x, point, direction)
-    except (NotImplementedError, ValueError, TypeError):
-        value = sp.nan
+    value = sp.nan
+    if point in (sp.oo, -sp.oo) and expr.has(sp.tanh, sp.cosh, sp.sinh):
+        # at ±∞ sympy's series machinery is several times faster on the exponential form
+        try:
+            value = sp.limit(expr.rewrite(sp.exp), x, point, direction)
+        except (NotImplementedError, ValueError, TypeError):
+            value = sp.nan
+    if value is sp.nan or value.has(sp.Limit, sp.AccumBounds):
+        try:
+            value = sp.limit(expr, x, point, direction)
+        except (NotImplementedError, ValueError, TypeError):
+            value = sp.nan
     if value.is_extended_real is False or value.has(sp.AccumBounds, sp.Limit) or value is sp.nan:
         raise LinkError(f"cannot find the limit of {expr} as {x} -> {point}; give R directly with reparam=")
     return value

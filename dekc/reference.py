@@ -25,18 +25,29 @@ def _function(spec):
     return to_mpmath(expr, ETA), sorted(mpmath.mpf(sp.Float(p, 50)) for p in kink_points(expr))
 
 
+#: where a function's argument is split (besides its kinks): saturation and its exponential tails
+_FEATURES = (0.5, 2, 8, 32)
+#: multiples of the conditional spread around g's kinks and 0 where the smoothed inner factor bends
+_SPREADS = (1, 3, 9)
+
+
+def _marks(values):
+    return [sign * mpmath.mpf(x) for x in values for sign in (-1, 1)]
+
+
 def _gaussian_integral(h: Callable, points, scale, shift=0):
     """``E[h(Z)]`` where ``h`` evaluates a function at ``shift + scale·z``, ``Z ~ N(0, 1)``;
     split where that argument hits ``points``.
 
-    Gauss–Legendre on ``|z| ≤ 14`` (the mass beyond is below 1e-44) split at the points and
-    where the argument passes ±0.5, ±2, ±8 (so saturating functions are resolved at any scale);
-    it converges geometrically on each smooth piece.
+    Gauss–Legendre on ``|z| ≤ 14`` (the mass beyond is below 1e-44) split at the points, where
+    the argument passes ``±0.5, ±2, ±8, ±32`` (so saturating functions and their
+    exponential tails are resolved at any scale); it converges geometrically on each smooth
+    piece.
     """
     cut = mpmath.mpf(14)
-    points = list(points) + [sign * mpmath.mpf(x) for x in (0.5, 2, 8) for sign in (-1, 1)]  # resolve saturation
-    splits = sorted({(p - shift) / scale for p in points if abs((p - shift) / scale) < cut}) if scale != 0 else []
-    nodes = [-cut, *splits, cut]
+    points = list(points) + _marks(_FEATURES)
+    splits = {(p - shift) / scale for p in points} if scale != 0 else set()
+    nodes = [-cut, *sorted(z for z in splits if abs(z) < cut), cut]
     density = lambda z: mpmath.exp(-z * z / 2) / mpmath.sqrt(2 * mpmath.pi)
     return mpmath.quad(lambda z: h(z) * density(z), nodes, method="gauss-legendre")
 
@@ -59,8 +70,10 @@ def expectation(f, g, a, b, c, dps: int = DEFAULT_DPS):
                 return gn(mean)
             return _gaussian_integral(lambda z2: gn(mean + spread * z2), g_kinks, spread, mean)
 
-        # the inner mean ρ√b z₁ crossing g's kinks and features is where the outer integrand bends
-        g_marks = g_kinks + [sign * mpmath.mpf(x) for x in (0.5, 2, 8) for sign in (-1, 1)]
+        # the inner mean ρ√b z₁ crossing g's kinks and features (and, once smoothed by the
+        # conditional spread, those ± a few spreads) is where the outer integrand bends
+        g_marks = g_kinks + _marks(_FEATURES)
+        g_marks += [k + spread * m for k in [*g_kinks, mpmath.mpf(0)] for m in _marks(_SPREADS)]
         outer_points = f_kinks + ([p / (rho * sb) * sa for p in g_marks] if rho * sb != 0 else [])
         result = (
             _gaussian_integral(lambda z1: fn(sa * z1) * inner(z1), outer_points, sa) if sa != 0 else fn(0) * inner(0)

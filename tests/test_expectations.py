@@ -30,6 +30,15 @@ from dekc.gaussian import A, B, C
 GENERIC = [(1.3, 0.7, 0.4), (1.3, 0.7, -0.55)]
 EDGES = [(2.0, 0.5, 1.0), (2.0, 0.5, -1.0), (0.0, 1.7, 0.0)]
 SCALES = [(1e-6, 1e-6, 5e-7), (1e-6, 1e6, 0.5), (1e6, 1e6, -3e5), (0.02, 50.0, 0.9)]
+#: the extremes a quadrature rule is held to: variances 1e-4 … 1e4 with r = ±0.999 and r = ±1
+EXTREMES = [
+    (1e-4, 1e-4, 0.999e-4),
+    (1e4, 1e4, -0.999e4),
+    (1e-3, 1e3, 0.999),
+    (1e-3, 1e3, -0.999),
+    (1e-4, 1e4, 1.0),
+    (1e4, 1e-4, -1.0),
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,21 +94,20 @@ CHECKS = [
     Check("exp(-eta**2)", "exp(-0.5*eta**2)"),
     Check("exp(-eta**2)", "relu"),
     Check("exp(-eta**2)", "erf", fast=()),
-    # quadrature: one-dimensional reductions and a two-dimensional rule
-    # (the quadrature bound is established on a, b in [1e-2, 1e2]; its checks stay in that range)
+    # quadrature: one-dimensional reductions and two-dimensional rules
     Check(
         "relu",
         "sigmoid",
         method="quadrature",
         fast=tuple(GENERIC[:1]),
-        slow=tuple(GENERIC[1:] + EDGES + [(0.02, 50.0, 0.9)]),
+        slow=tuple(GENERIC[1:] + EDGES + [(0.02, 50.0, 0.9)] + EXTREMES),
     ),
     Check(
         "heaviside",
         "tanh",
         method="quadrature",
         fast=tuple(EDGES[:1]),
-        slow=tuple(GENERIC + EDGES[1:] + [(0.02, 50.0, 0.9)]),
+        slow=tuple(GENERIC + EDGES[1:] + [(0.02, 50.0, 0.9)] + EXTREMES),
     ),
     Check("sin", "relu", method="quadrature", fast=(), slow=tuple(GENERIC + EDGES)),
     Check(
@@ -107,9 +115,12 @@ CHECKS = [
         "tanh",
         method="quadrature",
         fast=tuple(GENERIC[:1]),
-        slow=tuple(GENERIC[1:] + EDGES + [(0.02, 50.0, 0.9)]),
+        slow=tuple(GENERIC[1:] + EDGES + [(0.02, 50.0, 0.9)] + EXTREMES),
     ),
-    Check("softplus", "softplus", method="quadrature", fast=(), slow=tuple(GENERIC + EDGES[:2])),
+    Check("softplus", "softplus", method="quadrature", fast=(), slow=tuple(GENERIC + EDGES[:2] + EXTREMES)),
+    Check("sigmoid", "sigmoid", method="quadrature", fast=(), slow=tuple(EXTREMES)),
+    Check("silu", "silu", method="quadrature", fast=(), slow=tuple(EXTREMES)),
+    Check("elu", "elu", method="quadrature", fast=(), slow=tuple(EXTREMES)),
     # products with atoms of their own: x^n erf(αx) (GELU = x/2 + x erf(x/√2)/2), x^n e^{−βx²} and
     # the Gaussian tilt erf(αx) e^{−βx²}
     Check("gelu", "gelu", fast=()),
@@ -246,6 +257,46 @@ def test_dc_is_the_c_derivative_of_the_reference(pair):
     assert abs(E.dc(a, b, c) - fd) <= 1e-8 * (abs(fd) + 1e-3), (pair, E.dc(a, b, c), fd)
 
 
+def _direct(f: str, g: str, a: float, b: float, sign: int, dps: int = 30):
+    """``E[f(√a z) g(±√b z)]`` (the covariance ``c = ±√(ab)``) by one mpmath integral split at dense
+    geometric points in both functions' variables: independent of :mod:`dekc.reference`."""
+    fn, gn = (dekc.expressions.to_mpmath(as_eta_expression(e), ETA) for e in (f, g))
+    with mpmath.workdps(dps):
+        sa, sb = mpmath.sqrt(a), mpmath.sqrt(b)
+        marks = [m * 2**k for k in range(-3, 9) for m in (-1, 1)]
+        cuts = sorted({mpmath.mpf(0)} | {p / s for p in marks for s in (sa, sb) if abs(p / s) < 14})
+        phi = lambda z: mpmath.exp(-z * z / 2) / mpmath.sqrt(2 * mpmath.pi)
+        return mpmath.quad(lambda z: phi(z) * fn(sa * z) * gn(sign * sb * z), [-14, *cuts, 14])
+
+
+def test_reference_resolves_steep_tails_at_extreme_scales():
+    """At a = 1e-4, b = 1e4, c = √(ab) the inner factor sech²(100 z) decays over 0.005 in z; the
+    reference once missed its tail by 2e-10 (relative 2.5e-8). Against an independent integral."""
+    f = g = "1 - tanh(eta)**2"
+    ref = reference.expectation(f, g, 1e-4, 1e4, 1.0, dps=25)
+    direct = _direct(f, g, 1e-4, 1e4, 1)
+    assert abs(ref - direct) <= 1e-20 * abs(direct)
+    assert (
+        abs(reference.one_point("sigmoid", "sigmoid", 1e4, dps=25) - _direct("sigmoid", "sigmoid", 1e4, 1e4, 1)) < 1e-20
+    )
+
+
+@pytest.mark.parametrize("f, g", [("tanh", "tanh"), ("sigmoid", "1 - tanh(eta)**2")])
+def test_two_dimensional_rules_at_extreme_scales_and_full_correlation(f, g):
+    """The 2-D quadrature rule at variances 1e-4 … 1e4 with c = ±√(ab) (its inner spread is 0), and
+    its one-point form at 1e-4 and 1e4, within 1e-11 of the Cauchy–Schwarz scale."""
+    E = _quiet(f, g)
+    assert E.method == "quadrature" and E.quadrature.dimension == 2
+    for a, b in ((1e-4, 1e4), (1e4, 1e-4), (1e4, 1e4), (1e-4, 1e-4)):
+        scale = math.sqrt(float(_direct(f, f, a, a, 1, 20) * _direct(g, g, b, b, 1, 20)))
+        for sign in (1, -1):
+            want = float(_direct(f, g, a, b, sign, 20))
+            assert abs(float(E(a, b, sign * math.sqrt(a * b))) - want) <= 1e-11 * scale, (a, b, sign)
+    for a in (1e-4, 1e4):
+        scale = math.sqrt(float(_direct(f, f, a, a, 1, 20) * _direct(g, g, a, a, 1, 20)))
+        assert abs(float(E.one_point(a)) - float(_direct(f, g, a, a, 1, 20))) <= 1e-11 * scale, a
+
+
 def test_every_closed_form_class_is_closed_form():
     for check in CHECKS:
         if check.method == "closed-form" and f"{check.f}|{check.g}" not in SLOW_DERIVATIONS:
@@ -347,7 +398,8 @@ def test_softplus_in_a_denominator_is_not_refused_in_the_far_tail():
     with mpmath.workdps(30):
         tail = dekc.expressions.to_mpmath(dekc.expressions.as_eta_expression(rho), dekc.expressions.ETA)
         assert abs(tail(mpmath.mpf(-10000)) - 1) < mpmath.mpf(10) ** -25
-    E = dekc.gaussian_expectation(rho, "1")
+    with pytest.warns(dekc.DekcWarning, match="NaN or infinity in float64 at variance"):
+        E = dekc.gaussian_expectation(rho, "1")  # this form overflows at variance 1e4 (exp(-eta) * log(1) far left)
     for a in (0.01, 1.0, 100.0):
         expected = float(reference.one_point(rho, "1", a))
         assert abs(float(E.one_point(a)) - expected) <= 1e-9 * max(1.0, abs(expected))
