@@ -51,6 +51,7 @@ results without them.
     python experiments/uci_benchmark.py --replot      # table and chart again from results.csv
     python experiments/uci_benchmark.py --quick --smooth  # with the smooth-activation DEKers (minutes)
     python experiments/uci_benchmark.py --smooth      # the full run with them, into experiments/results/uci_smooth/
+    python experiments/uci_benchmark.py --smooth --peers-from experiments/results/uci  # only the smooth kernels
 
 Recorded results (a folder with ``RECORDED.txt``, which every run without ``--quick`` writes when
 it finishes) are never overwritten by accident: a run whose ``--out`` holds them stops before
@@ -129,8 +130,9 @@ def with_smooth(grid, smooth_grid=None) -> dict:
 
 
 def kernels_of(grid) -> tuple:
-    """The kernels a run over ``grid`` scores: ``KERNELS``, then ``SMOOTH_KERNELS`` with ``--smooth``."""
-    return KERNELS + (SMOOTH_KERNELS if grid.get("smooth") else ())
+    """The kernels a run over ``grid`` scores: ``KERNELS`` (unless ``--peers-from`` supplies them),
+    then ``SMOOTH_KERNELS`` with ``--smooth``."""
+    return (KERNELS if grid.get("base", True) else ()) + (SMOOTH_KERNELS if grid.get("smooth") else ())
 
 
 def out_name(smooth: bool) -> str:
@@ -278,16 +280,20 @@ class Job:
 
 
 def make_jobs(grid) -> list:
+    """The kernel computations of a run over ``grid``: the peers' (unless ``--peers-from``
+    supplies their results), then the SMOOTH kernels' with ``--smooth``."""
     biases = sorted({abs(b) for b in grid["bias"]})  # the kernels depend on the bias through b² only
-    jobs = [
-        Job("deker", _frozen(lam=lam, input_scale=s, bias=b, feature_scale=f))
-        for lam, s, b, f in itertools.product(grid["lam"], grid["input_scale"], biases, grid["feature_scale"])
-    ]
-    jobs += [
-        Job("nn", _frozen(input_scale=s, bias=b, weight_variance=w))
-        for s, b, w in itertools.product(grid["input_scale"], biases, grid["weight_variance"])
-    ]
-    jobs.append(Job("rbf", ()))
+    jobs = []
+    if grid.get("base", True):
+        jobs += [
+            Job("deker", _frozen(lam=lam, input_scale=s, bias=b, feature_scale=f))
+            for lam, s, b, f in itertools.product(grid["lam"], grid["input_scale"], biases, grid["feature_scale"])
+        ]
+        jobs += [
+            Job("nn", _frozen(input_scale=s, bias=b, weight_variance=w))
+            for s, b, w in itertools.product(grid["input_scale"], biases, grid["weight_variance"])
+        ]
+        jobs.append(Job("rbf", ()))
     smooth = grid.get("smooth")
     if smooth:
         jobs += [
@@ -550,6 +556,23 @@ def write_csv(path: Path, records: list) -> None:
             writer.writerow({k: rec.get(k, "") for k in CSV_FIELDS})
 
 
+def read_peers(path: Path, names, seeds: int, error) -> dict:
+    """``{(dataset, seed): rows}``: the ``KERNELS`` rows of ``path`` for every data set in ``names``
+    and seed below ``seeds`` (``error`` is called when one is missing)."""
+    if not path.is_file():
+        error(f"--peers-from: {path} does not exist")
+    found = {}
+    for row in read_csv(path):
+        if row["kernel"] in KERNELS:
+            found.setdefault((row["dataset"], int(row["seed"])), []).append(row)
+    for name in names:
+        for seed in range(seeds):
+            have = {row["kernel"] for row in found.get((name, seed), [])}
+            if have != set(KERNELS):
+                error(f"--peers-from: {path} lacks {sorted(set(KERNELS) - have)} for {name}, seed {seed}")
+    return found
+
+
 def read_csv(path: Path) -> list:
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
@@ -687,6 +710,14 @@ def main(argv=None) -> int:
         help="also the fixed-point DEKers of smooth activations (logistic, tanh, GELU) over a smaller grid, "
         "written by default to experiments/results/uci_smooth/ (quick-results/uci_smooth/ with --quick)",
     )
+    parser.add_argument(
+        "--peers-from",
+        type=Path,
+        default=None,
+        metavar="FOLDER",
+        help="with --smooth: compute only the smooth kernels and take the DEKer, NNGP, NTK and RBF rows from "
+        "FOLDER/results.csv (a run over the same seeds, e.g. experiments/results/uci)",
+    )
     parser.add_argument("--replot", action="store_true", help="only rewrite table.md and chart.png from results.csv")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
@@ -709,6 +740,12 @@ def main(argv=None) -> int:
         grid = with_smooth(grid, QUICK_SMOOTH_GRID if args.quick else SMOOTH_GRID)
     if seeds < 1:
         parser.error("--seeds must be at least 1")
+    peers = {}
+    if args.peers_from is not None:
+        if not args.smooth:
+            parser.error("--peers-from goes with --smooth (it supplies every kernel but the smooth ones)")
+        peers = read_peers(args.peers_from / "results.csv", names, seeds, parser.error)
+        grid = dict(grid, base=False)
     prepare(out, args.quick, args.overwrite, experiment, parser.error)  # before any work
     command = " ".join(
         ["python experiments/uci_benchmark.py", *(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))]
@@ -767,6 +804,7 @@ def main(argv=None) -> int:
                     )
                     rec.update(dict(row["params"].items()))
                     records.append(rec)
+                records += peers.get((p.name, seed), [])
             bad = count_invalid(p, kernels)
             note = "; ".join(
                 f"{k}: {bad[k][0]} of {counts[k]} settings failed"
@@ -782,7 +820,9 @@ def main(argv=None) -> int:
         write_csv(out / "results.csv", records)  # after every group: a partial run keeps what finished
         write_outputs(out, records, notes)
     wall = time.perf_counter() - start
-    settings_text = ", ".join(f"{k} {v}" for k, v in counts.items())
+    settings_text = ", ".join(f"{k} {v}" for k, v in counts.items() if k in kernels)
+    if peers:
+        settings_text += f"; DEKer, NNGP, NTK and RBF rows from {args.peers_from}/results.csv"
     notes.append(
         f"- settings per kernel (b and −b counted separately): {settings_text}; seeds: {seeds}; "
         f"keep fraction {args.keep}; wall time {wall:.0f} s on {platform.node() or 'this machine'}"
