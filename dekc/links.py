@@ -497,6 +497,19 @@ def _best(exact: sp.Expr, candidates, points, tried: list | None = None, referen
     return best, best_error
 
 
+def _float_form(exact: sp.Expr, candidates: tuple, points) -> sp.Expr:
+    """:func:`_best` of ``exact`` and ``candidates``; if none is accurate, the same with their far
+    tails replaced by leading exponential terms (``e^{2η}/(1 + e^η)³`` is ``∞/∞`` at η = 400)."""
+    tried: list = []
+    form, error = _best(exact, candidates, points, tried)
+    if error > FLOAT_REL_TOL:
+        pieces = _tail_pieces(exact, exact)
+        tailed, tailed_error = _best(exact, [_with_tails(c, pieces) for c in tried[1:] + tried[:1]], points)
+        if tailed_error < error:
+            form = tailed
+    return form
+
+
 def _chain(first, rest):
     yield first
     yield from rest
@@ -642,8 +655,8 @@ def _from_reparam(fam: Family, reparam) -> Link:
     _check_identities(fam, R, sigma, rho, "reparam")
     points = _kinks(R)
     probes = _probe_points(next(iter(points)) if len(points) == 1 else None)
-    sigma_out, _ = _best(sigma, (numeric_form(raw_sigma, expand=False), numeric_form(sigma)), probes)
-    rho_out, _ = _best(rho, (numeric_form(raw_rho, expand=False), numeric_form(rho)), probes)
+    sigma_out = _float_form(sigma, (numeric_form(raw_sigma, expand=False), numeric_form(sigma)), probes)
+    rho_out = _float_form(rho, (numeric_form(raw_rho, expand=False), numeric_form(rho)), probes)
     if (sigma_out, rho_out) != (sigma, rho):
         _check_identities(fam, R, sigma_out, rho_out, "reparam (float64 form)")
         sigma, rho = sigma_out, rho_out
