@@ -304,7 +304,12 @@ def stabilise(expr):
             return _Softplus(rest.args[0]) if isinstance(rest, sp.exp) else _Log1p(rest)
         return sp.log(arg)
 
-    expr = expr.replace(lambda e: isinstance(e, sp.Mul), lambda e: sp.Mul(*_logistic(e.args), evaluate=False))
+    # only products with an exponential factor: rebuilding every product unevaluated would leave
+    # e.g. the 3*eta/2 inside exp(3*eta/2 + 1/2) unevaluated and no longer equal to its twin
+    expr = expr.replace(
+        lambda e: isinstance(e, sp.Mul) and any(isinstance(a, sp.exp) for a in e.args),
+        lambda e: sp.Mul(*_logistic(e.args), evaluate=False),
+    )
     return expr.replace(lambda e: isinstance(e, sp.log), lambda e: log_rule(e.args[0]))
 
 
@@ -316,8 +321,9 @@ def _logistic(factors):
             continue
         for m, g in enumerate(factors):
             if isinstance(g, sp.Pow) and g.exp == -1 and g.base.is_Add:
-                coeff, rest = sp.factor_terms(g.base).as_coeff_Mul()
-                if rest == f + 1:
+                # the base as k·(exp(x) + 1); factor_terms would also refactor x itself
+                coeff = sp.cancel(g.base / (f + 1))
+                if coeff.is_number and coeff != 0:
                     kept = [h for i, h in enumerate(factors) if i not in (k, m)]
                     return _logistic(kept + [_Expit(f.args[0]), sp.Integer(1) / coeff])
     return factors
