@@ -9,9 +9,11 @@ compilation of the chunk shapes). The table gives the outcome (the error class a
 words when the route is refused), the expectation methods, the series terms and the entries that
 fell back to quadrature (:attr:`dekc.Kernel.diagnostics`), the largest error bound of the
 kernel's expectations (``Kernel.error_bounds``: 1e-12 for closed forms, the quadrature rule's
-estimate otherwise), the times and the ratio of the Gram
-time to that of gaussian + relu measured the same way in the same run. Nothing here fails a
-build.
+estimate otherwise), the times, the ratio of the Gram time to that of gaussian + relu measured
+the same way in the same run, and ``dekc.verify(ker, dps=20, points=0, fixed_points=0)`` (every
+pair and one-point form against the mpmath reference at ``c = ±√(ab)``, ``c = 0``, ``a = 0``,
+``a = 1e-4`` against ``b = 1e4``, and one-point forms at variances from 1e-4 to 1e4): its outcome
+and largest error relative to the Cauchy–Schwarz scale. Nothing here fails a build.
 
 Run: ``python benchmarks/activations.py [--n 2000] [--limit 600] [--only gaussian,bernoulli]
 [--markdown docs/routes.md]``.
@@ -53,6 +55,9 @@ _RUN = textwrap.dedent("""
             out["gram"] = time.perf_counter() - t
             d = ker.diagnostics
             out["terms"], out["fallback"] = d.series_terms, d.fallback_entries
+            report = dekc.verify(ker, dps=20, points=0, fixed_points=0, workers=1)
+            out["verify"] = "ok" if report.ok else f"{len(report.failures)} FAIL"
+            out["verify_error"] = report.max_rel_error
     except Exception as exc:
         out["error"] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:110]}"
     print(json.dumps(out))
@@ -100,8 +105,8 @@ def main() -> None:
         f"Gram {base['gram']:.3g} s, cold compile {base['compile']:.2g} s, cached load {base['cached']:.2g} s.",
         "",
         "| family | route | outcome | methods | largest error bound | series terms | fallback entries "
-        "| cold compile s | cached load s | Gram s | vs relu |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| cold compile s | cached load s | Gram s | vs relu | verify | verify error |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     print("\n".join(lines), flush=True)
     for family in families:
@@ -114,10 +119,10 @@ def main() -> None:
                         f"| {family} | {route}={spec} | ok | {', '.join(r['methods'])} | {r['bound']:.1e} | "
                         f"{r['terms'] or ''} | "
                         f"{r['fallback']} | {r['compile']:.1f} | {cached} | {r['gram']:.3g} | "
-                        f"{r['gram'] / base['gram']:.2g} |"
+                        f"{r['gram'] / base['gram']:.2g} | {r['verify']} | {r['verify_error']:.1e} |"
                     )
                 else:
-                    line = f"| {family} | {route}={spec} | {r['error']} | | | | | | | | |"
+                    line = f"| {family} | {route}={spec} | {r['error']} | | | | | | | | | | |"
                 lines.append(line)
                 print(line, flush=True)
     if args.markdown:

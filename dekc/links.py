@@ -217,9 +217,25 @@ def _limit_at(expr: sp.Expr, point) -> sp.Expr:
     return value
 
 
+def _differ(a: sp.Expr, b: sp.Expr, point) -> bool:
+    """Whether ``a`` and ``b`` differ at a few finite sample points right of ``point`` (then
+    ``simplify(a - b) == 0``, a slow test, need not be asked)."""
+    fa, fb = _evaluator(a), _evaluator(b)
+    with mpmath.workdps(_DPS):
+        origin = mpmath.mpf(sp.Float(point, _DPS))
+        for x in (mpmath.mpf("0.3"), mpmath.mpf("1.7"), mpmath.mpf(5)):
+            try:
+                va, vb = fa(origin + x), fb(origin + x)
+            except (ValueError, ZeroDivisionError, TypeError, OverflowError):
+                continue
+            if _is_finite_real(va) and _is_finite_real(vb) and not _close(va, vb):
+                return True
+    return False
+
+
 def _assemble(left: sp.Expr, right: sp.Expr, point) -> sp.Expr:
     """Join two branches at ``point`` in Heaviside form (``Max`` for a ReLU shape)."""
-    if sp.simplify(left - right) == 0:
+    if not _differ(left, right, point) and sp.simplify(left - right) == 0:
         return sp.simplify(right)
     if not (_finite_beyond(left, point, -1) and _finite_beyond(right, point, +1)):
         # e.g. sqrt(η) right of 0: sqrt(η)·H(η) would be nan·0 in floating point
@@ -229,7 +245,7 @@ def _assemble(left: sp.Expr, right: sp.Expr, point) -> sp.Expr:
         return sp.Piecewise(*pieces, (right, True))
     step = sp.Heaviside(ETA - point)
     if left == 0:
-        if sp.simplify(right - (ETA - point)) == 0:
+        if not _differ(right, ETA - point, point) and sp.simplify(right - (ETA - point)) == 0:
             return sp.Max(ETA - point, 0)
         return right * step
     joined = left + sp.simplify(right - left) * step
