@@ -73,7 +73,8 @@ def expectation(f, g, a, b, c, dps: int = DEFAULT_DPS):
         # the inner mean ρ√b z₁ crossing g's kinks and features (and, once smoothed by the
         # conditional spread, those ± a few spreads) is where the outer integrand bends
         g_marks = g_kinks + _marks(_FEATURES)
-        g_marks += [k + spread * m for k in [*g_kinks, mpmath.mpf(0)] for m in _marks(_SPREADS)]
+        if spread < abs(rho) * sb / 2:  # the smoothed factor bends within half a unit of z₁
+            g_marks += [k + spread * m for k in [*g_kinks, mpmath.mpf(0)] for m in _marks(_SPREADS)]
         outer_points = f_kinks + ([p / (rho * sb) * sa for p in g_marks] if rho * sb != 0 else [])
         result = (
             _gaussian_integral(lambda z1: fn(sa * z1) * inner(z1), outer_points, sa) if sa != 0 else fn(0) * inner(0)
