@@ -6,6 +6,7 @@ quadrature-backed kernels.
 """
 
 import dataclasses
+import math
 import types
 import warnings
 
@@ -160,3 +161,13 @@ def test_quadrature_kernels_at_extreme_scales(family, route):
     1e-4 and 1e4) against the reference."""
     report = verify(_quiet_compile(family, **route), dps=20, points=0, fixed_points=0)
     assert report.ok, str(report)
+
+
+@pytest.mark.slow
+def test_values_beyond_float64_are_exact_as_inf():
+    """poisson + softplus has σ = e^η: E[σ(u) σ(v)] at a = b = 1e4 is e^{2e4}, beyond float64. The
+    kernel returns inf there, which is that value's float64 rounding; everything else is checked."""
+    report = verify(_quiet_compile("poisson", reparam="softplus"), dps=20, points=0, fixed_points=0)
+    assert report.ok, str(report)
+    beyond = [item for item in report.items if "beyond the float64 range" in item.note]
+    assert beyond and all(item.value == math.inf and item.reference > 1e308 for item in beyond)
