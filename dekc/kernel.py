@@ -329,7 +329,7 @@ class Kernel:
             gram_series = series.GramSeries(self.module, ax[-1], ay[-1], symmetric)
         block = self._chunk if gram_series is None else (1 << 22) // gram_series.terms
         chunk = min(block, solver.pow2_at_least(total))
-        fallback = [0]
+        fallback = 0
         layers = 1 if stops is None else len(stops)
         out: Any = jnp.zeros((layers, n, m)) if traced else np.empty((layers, n, m))
         values, pieces = [], []
@@ -355,7 +355,8 @@ class Kernel:
                     problem.start.correlation_args,
                 )
                 if stops is None:
-                    v = self._fixed_chunk(chunk_problems, options, i, j, gram_series, k, fallback)[None]
+                    v, redone = self._fixed_chunk(chunk_problems, options, i, j, gram_series, k)
+                    v, fallback = v[None], fallback + redone
                 else:
                     v = self._steps_chunk(chunk_problems, options.lam, stops, traced, i, j)
                 v = v[:, :k]
@@ -369,10 +370,10 @@ class Kernel:
                     report(lo + k)
         finally:
             report(None)
-        self.diagnostics = GramDiagnostics(total, None if gram_series is None else gram_series.terms, fallback[0])
-        if fallback[0] and gram_series is not None:
+        self.diagnostics = GramDiagnostics(total, None if gram_series is None else gram_series.terms, fallback)
+        if fallback and gram_series is not None:
             warnings.warn(
-                f"{fallback[0]} of {total} entries were not certified by the {gram_series.terms}-term series "
+                f"{fallback} of {total} entries were not certified by the {gram_series.terms}-term series "
                 f"(to {series.TOLERANCE:.0e}; variances up to {float(jnp.max(ax[-1])):.3g}) and were solved by "
                 "quadrature; see Kernel.diagnostics",
                 DekcWarning,
@@ -426,7 +427,9 @@ class Kernel:
             "that makes the kernel vanish or blow up",
         )
 
-    def _fixed_chunk(self, problems: ChunkProblems, options: SolveOptions, i, j, gram_series=None, k=0, fallback=None):
+    def _fixed_chunk(self, problems: ChunkProblems, options: SolveOptions, i, j, gram_series=None, k=0):
+        """The chunk's fixed points, and how many of its first ``k`` entries (the real ones) the
+        series could not certify and quadrature solved again."""
         a, b, c, c_s, mux, muy, p0, same = problems
         lam, traced, exact = options.lam, options.traced, options.diagonal == "exact"
         sg = jax.lax.stop_gradient
@@ -440,26 +443,24 @@ class Kernel:
             D = gram_series.coefficients(i, j, c_s, mux, muy)
             p, status = solver.newton(solver.pair_iteration, self._series_step, p0, lo, hi, (*args, D), traced)
             self._report(status, a=a, b=b, c=c, mux=mux, muy=muy, lam=lam, i=i, j=j, same=same)
-            p = self._series_fallback(p, problems, i, j, gram_series, lam, k, fallback)
-            return _finish(p, a, b, same, exact)
+            p, redone = self._series_fallback(p, problems, i, j, gram_series, lam, k)
+            return _finish(p, a, b, same, exact), redone
         p, status = solver.newton(solver.pair_iteration, self._pair_step, sg(p0), lo, hi, args, traced)
         if not traced:
             self._report(status, a=a, b=b, c=c, mux=mux, muy=muy, lam=lam, i=i, j=j, same=same)
         else:
             p = jnp.where(status == solver.CONVERGED, p, jnp.nan)
             p = solver.implicit(lambda q: self._pair_step(q, a, b, c_s, mux, muy, lam), p)
-        return _finish(p, a, b, same, exact)
+        return _finish(p, a, b, same, exact), 0
 
-    def _series_fallback(self, p, problems: ChunkProblems, i, j, gram_series, lam, k, fallback):
+    def _series_fallback(self, p, problems: ChunkProblems, i, j, gram_series, lam, k):
         """Entries whose series bound is above tolerance, solved again by quadrature from the
-        series root; their number (among the first ``k``, the chunk's real entries) is added to
-        ``fallback[0]``."""
+        series root, and their number among the first ``k`` (the chunk's real entries)."""
         a, b, _, c_s, mux, muy, _, _ = problems
         # identical inputs under diagonal="exact" were solved at p = 0, where the bound is 0
         bad = np.flatnonzero(~np.asarray(gram_series.certified(i, j, p, a, b)))
         if bad.size == 0:
-            return p
-        fallback[0] += int(np.count_nonzero(bad < k))
+            return p, 0
         size = max(16, solver.pow2_at_least(bad.size))
         idx = jnp.asarray(np.concatenate([bad, np.full(size - bad.size, bad[0])]))
         sub = [x[idx] for x in (a, b, c_s, mux, muy)]
@@ -476,7 +477,7 @@ class Kernel:
             i=i[np.asarray(idx)],
             j=j[np.asarray(idx)],
         )
-        return jnp.asarray(p).at[idx].set(q)
+        return jnp.asarray(p).at[idx].set(q), int(np.count_nonzero(bad < k))
 
     def _steps_chunk(self, problems: ChunkProblems, lam, stops, traced, i, j):
         """The T-step values ``(len(stops), chunk)`` of one chunk."""

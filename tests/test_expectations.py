@@ -281,7 +281,9 @@ def test_reference_resolves_steep_tails_at_extreme_scales():
     )
 
 
-@pytest.mark.parametrize("f, g", [("tanh", "tanh"), pytest.param("sigmoid", "1 - tanh(eta)**2", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "f, g", [("tanh", "tanh"), pytest.param("sigmoid", "1 - tanh(eta)**2", marks=pytest.mark.slow)]
+)
 def test_two_dimensional_rules_at_extreme_scales_and_full_correlation(f, g):
     """The 2-D quadrature rule at variances 1e-4 … 1e4 with c = ±√(ab) (its inner spread is 0), and
     its one-point form at 1e-4 and 1e4, within 1e-11 of the Cauchy–Schwarz scale."""
