@@ -365,6 +365,19 @@ def test_dilogarithm_helper_against_mpmath_polylog():
             )
 
 
+def test_dilogarithm_reference_near_zero_agrees_with_polylog():
+    """mpmath's −Li₂(−e^x) for |x| < 1 (a Taylor series, used by the link and the reference)
+    equals polylog to the working precision, 20 and 60 digits, on both sides of 0."""
+    from dekc.expressions import _neg_li2_exp_mp
+
+    for dps in (20, 60):
+        with mpmath.workdps(dps):
+            for x in ("-0.999", "-0.25", "-1e-30", "0", "3e-7", "0.5", "0.999"):
+                x = mpmath.mpf(x)
+                want = _neg_li2_exp(x)
+                assert abs(_neg_li2_exp_mp(x) - want) <= 10 * mpmath.eps * abs(want), (dps, x)
+
+
 def test_negli2exp_is_whitelisted_and_evaluates_by_polylog():
     expr = dekc.expressions.as_eta_expression("negli2exp(2*eta) + elu(eta)")
     f = numeric(expr)
