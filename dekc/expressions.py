@@ -69,6 +69,24 @@ class NormalCdf(sp.Function):
         return (1 + sp.erf(x / sp.sqrt(2))) / 2
 
 
+class ExpNormalCdf(sp.Function):
+    """``e^k Φ(x)``, kept whole: the Gaussian expectation of ``e^{sX}`` over a half-line. Printed as
+    ``exp(k + log_ndtr(x))``, finite where ``e^k`` overflows and ``Φ(x)`` underflows (``e^{5000}``
+    times ``Φ(−100)``). Internal: conditional expectations produce it; not part of the text whitelist."""
+
+    nargs = 2
+    is_real = True
+
+    def fdiff(self, argindex=1):
+        k, x = self.args
+        if argindex == 1:
+            return self
+        return sp.exp(k - x**2 / 2) / sp.sqrt(2 * sp.pi)
+
+    def _eval_rewrite_as_erf(self, k, x, **kwargs):
+        return sp.exp(k) * (1 + sp.erf(x / sp.sqrt(2))) / 2
+
+
 def relu(x):
     """``max(x, 0)``."""
     return sp.Max(x, 0)
@@ -560,7 +578,13 @@ def to_mpmath(expr: sp.Expr, *symbols: sp.Symbol) -> Callable:
             symbols,
             _with_log1p(expr),
             modules=[
-                {"Heaviside": _heaviside, "DiracDelta": _dirac, "NegLi2Exp": _neg_li2_exp_mp, "NormalCdf": mpmath.ncdf},
+                {
+                    "Heaviside": _heaviside,
+                    "DiracDelta": _dirac,
+                    "NegLi2Exp": _neg_li2_exp_mp,
+                    "NormalCdf": mpmath.ncdf,
+                    "ExpNormalCdf": lambda k, x: mpmath.exp(k) * mpmath.ncdf(x),
+                },
                 "mpmath",
             ],
         )

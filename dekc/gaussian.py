@@ -25,7 +25,7 @@ from collections.abc import Callable
 import sympy as sp
 
 from .errors import NoExpectationError, NotClosedForm
-from .expressions import ETA, NormalCdf
+from .expressions import ETA, ExpNormalCdf, NormalCdf, expm1
 
 A, B = sp.symbols("a b", positive=True)
 C = sp.Symbol("c", real=True)
@@ -105,6 +105,22 @@ class CExp(Atom):
 
     def derivative(self):
         return [(self.s, self)]
+
+
+@dataclasses.dataclass(frozen=True)
+class ExpStep(Atom):
+    """``e^{s x} H(t x)``, ``s`` real, ``t = ±1``: an exponential on a half-line (ELU's negative
+    part is ``e^x H(−x) − H(−x)``). Only one-variable rules: its pairs go to quadrature."""
+
+    s: sp.Expr
+    t: int
+
+    def centred(self, var):
+        return self.conditional(sp.Integer(0), sp.sqrt(var))
+
+    def conditional(self, mu, sigma):
+        # the weight e^{sX}, X = μ + σZ, tilts the law to N(μ + sσ², σ²) with mass e^{sμ + s²σ²/2}
+        return ExpNormalCdf(self.s * mu + self.s**2 * sigma**2 / 2, self.t * (mu + self.s * sigma**2) / sigma)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -251,7 +267,8 @@ def _linear_coefficient(arg: sp.Expr, x: sp.Symbol) -> sp.Expr:
 
 
 def _to_heaviside_form(expr: sp.Expr, x: sp.Symbol) -> sp.Expr:
-    """Max/Min/Abs/sign/normal-cdf (also ``NormalCdf``) rewritten with Heaviside and erf; trig with exponentials."""
+    """Max/Min/Abs/sign/normal-cdf (also ``NormalCdf``) rewritten with Heaviside and erf; trig and
+    ``expm1`` with exponentials."""
 
     def max_rule(e):
         if len(e.args) != 2:
@@ -267,16 +284,36 @@ def _to_heaviside_form(expr: sp.Expr, x: sp.Symbol) -> sp.Expr:
     out = out.replace(lambda e: isinstance(e, sp.sign), lambda e: sp.Heaviside(e.args[0]) - sp.Heaviside(-e.args[0]))
     out = out.replace(lambda e: isinstance(e, sp.erfc), lambda e: 1 - sp.erf(e.args[0]))
     out = out.replace(lambda e: isinstance(e, NormalCdf), lambda e: (1 + sp.erf(e.args[0] / sp.sqrt(2))) / 2)
+    out = out.replace(lambda e: isinstance(e, expm1), lambda e: sp.exp(e.args[0]) - 1)
     out = out.rewrite(sp.cos, sp.exp).rewrite(sp.sin, sp.exp).rewrite(sp.cosh, sp.exp).rewrite(sp.sinh, sp.exp)
     return out
 
 
 def _normalise_heaviside(e: sp.Heaviside, x: sp.Symbol) -> sp.Expr:
     arg = e.args[0]
+    if not (arg.is_polynomial(x) and sp.degree(arg, x) <= 1):
+        return _monotone_step(arg, x)
     alpha = _linear_coefficient(arg, x)
     if not alpha.is_real:
         raise NotClosedForm(f"{e}: complex argument")
     return sp.Heaviside(x) if alpha > 0 else sp.Heaviside(-x)
+
+
+def _monotone_step(arg: sp.Expr, x: sp.Symbol) -> sp.Expr:
+    """``H(h(x))`` as ``H(±x)`` when ``h``'s only real zero is 0 and it changes sign there
+    (``H(e^x − 1) = H(x)``, from ``min(e^x − 1, 0)``); else raise :class:`NotClosedForm`."""
+    try:
+        zeros = sp.solveset(arg, x, domain=sp.S.Reals)
+    except (NotImplementedError, ValueError, TypeError):
+        zeros = None
+    if zeros != sp.FiniteSet(0):
+        raise NotClosedForm(f"Heaviside({arg}): not a step at 0")
+    left, right = (sp.sign(sp.N(arg.subs(x, v))) for v in (-1, 1))
+    if left == -1 and right == 1:
+        return sp.Heaviside(x)
+    if left == 1 and right == -1:
+        return sp.Heaviside(-x)
+    raise NotClosedForm(f"Heaviside({arg}): does not change sign at 0")
 
 
 def canonicalise(expr: sp.Expr, x: sp.Symbol = ETA) -> list[tuple[sp.Expr, Atom]]:
@@ -290,6 +327,12 @@ def canonicalise(expr: sp.Expr, x: sp.Symbol = ETA) -> list[tuple[sp.Expr, Atom]
     merged: dict = {}
     for coef, atom in terms:
         merged[atom] = merged.get(atom, 0) + coef
+    # e^{sx} beside e^{sx} H(±x) is split into both half-lines: e^{sx} − e^{sx} H(x) would cancel
+    # (inf − inf where e^{sx} overflows) where e^{sx} H(−x) is small
+    for s in {atom.s for atom in merged if isinstance(atom, ExpStep)}:
+        whole = merged.pop(CExp(s), 0)
+        for t in (1, -1):
+            merged[ExpStep(s, t)] = merged.get(ExpStep(s, t), 0) + whole
     out = []
     for atom, coef in merged.items():
         coef = sp.simplify(coef)
@@ -354,6 +397,8 @@ def _term_atoms(term: sp.Expr, x: sp.Symbol) -> list:
             return [(coef, ErfBump(erfs[0], -quad))]
     if quad != 0 and not erfs and not signs and lin == 0:
         return [(coef, _mono_bump(power, -quad))]
+    if len(signs) == 1 and lin != 0 and lin.is_real and quad == 0 and not erfs and power == 0:
+        return [(coef, ExpStep(lin, signs.pop()))]
     kinds = sum([bool(erfs), quad != 0, lin != 0, bool(signs) or power > 0])
     if kinds > 1 or len(erfs) > 1:
         raise NotClosedForm(f"{term}: products of different kinds of factor have no closed-form rule")

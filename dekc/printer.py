@@ -32,7 +32,7 @@ import sympy as sp
 from sympy.codegen.cfunctions import expm1, log1p
 
 from .errors import UnprintableError
-from .expressions import NegLi2Exp, NormalCdf
+from .expressions import ExpNormalCdf, NegLi2Exp, NormalCdf
 
 # asin(z) = z + z t P(t), t = z² ≤ 1/4: P interpolates (asin(√t)/√t − 1)/t at 13 Chebyshev nodes of
 # [0, 1/4] (interpolation error 1.5e-17). tools/precompute_arcsine.py regenerates these constants
@@ -214,6 +214,8 @@ class JaxPrinter:
             return f"jnp.arctan2({self._print(e.args[0])}, {self._print(e.args[1])})"
         if isinstance(e, NormalCdf):
             return f"jsp.ndtr({self._print(e.args[0])})"
+        if isinstance(e, ExpNormalCdf):
+            return f"jnp.exp({self._print(e.args[0])} + jsp.log_ndtr({self._print(e.args[1])}))"
         if isinstance(e, sp.Heaviside):
             return f"jnp.heaviside({self._print(e.args[0])}, 0.5)"
         if isinstance(e, (sp.Max, sp.Min)):

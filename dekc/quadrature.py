@@ -13,10 +13,11 @@ the kinks of the function and at the feature points ``±1, ±4, ±16`` in the fu
 variable; the outer axis also where the inner mean meets ``g``'s kinks and features and, since the
 inner factor is ``g`` smoothed by the conditional spread ``s``, where it meets ``g``'s kinks (and
 0) plus ``±s, ±2s, ±4s, ±8s``. The node count per piece is the smallest ``n`` in 16, 32, …, 128
-with ``|Q_n − Q_2n|`` below ``tol/10`` times the Cauchy–Schwarz scale ``√(E f(u)² E g(v)²)`` on
-probe covariances with ``a, b`` from 1e-4 to 1e4 and ``ρ`` in ``±1, ±0.999, −0.4, 0.3, 0.9``;
-``error_bound`` is the largest scaled ``|Q_n − Q_2n|`` seen. The one-point form gets its own
-``n`` the same way at variances ``10^-4 … 10^4``.
+with ``|Q_n − Q_{3n/2}|`` below ``tol/10`` times the Cauchy–Schwarz scale ``√(E f(u)² E g(v)²)``
+on probe covariances with ``a, b`` from 1e-4 to 1e4 and ``ρ`` in ``±1, ±0.999, −0.4, 0.3, 0.9``
+(a probe that meets the target is not evaluated at larger ``n``); ``error_bound`` is the largest
+scaled difference seen. The one-point form gets its own ``n`` the same way at variances
+``10^-4 … 10^4``.
 The rules are generated source (:func:`dekc.codegen.quadrature_functions`): the same text runs
 here, in kernel modules and under ``jit``/``grad``.
 """
@@ -94,7 +95,7 @@ class QuadratureExpectation:
     """The numerical path behind :class:`dekc.expectations.GaussianExpectation`.
 
     Attributes: ``plan`` (:class:`dekc.codegen.QuadraturePlan`), ``n`` (nodes per piece),
-    ``error_bound`` (scaled ``|Q_n − Q_2n|`` on the probes), ``one_point_n`` and
+    ``error_bound`` (scaled ``|Q_n − Q_{3n/2}|`` on the probes), ``one_point_n`` and
     ``one_point_error`` (the same for the one-point form), ``tol``.
     """
 
