@@ -295,11 +295,13 @@ def _probe_values(rule, a, b, c, which, dimension: int) -> tuple[np.ndarray, np.
     """``rule`` (a pair of rules in one call) at the probes ``which``: all at once in one dimension
     (then indexed), in chunks of equal size in two (the last padded by repeating a probe)."""
     if dimension == 1:
-        return tuple(np.asarray(v)[which] for v in rule(jnp.asarray(a), jnp.asarray(b), jnp.asarray(c)))
+        lo, hi = rule(jnp.asarray(a), jnp.asarray(b), jnp.asarray(c))
+        return np.asarray(lo)[which], np.asarray(hi)[which]
     k = _PROBE_CHUNK
     idx = np.concatenate([which, np.full((-which.size) % k, which[-1])])
     parts = [rule(*(jnp.asarray(x[idx[i : i + k]]) for x in (a, b, c))) for i in range(0, idx.size, k)]
-    return tuple(np.concatenate([np.asarray(p[side]) for p in parts])[: which.size] for side in (0, 1))
+    lo, hi = (np.concatenate([np.asarray(p[side]) for p in parts])[: which.size] for side in (0, 1))
+    return lo, hi
 
 
 def _as_arrays(*args):
