@@ -177,7 +177,7 @@ def test_the_hash_depends_on_every_input():
 
 
 def test_concurrent_compilation_is_safe(tmp_path):
-    """Several processes compile the same kernel into one empty cache at once."""
+    """Two processes compile the same kernel into one empty cache at once."""
     script = textwrap.dedent("""
         import dekc
         ker = dekc.compile_kernel("gaussian", reparam="relu")
@@ -189,7 +189,7 @@ def test_concurrent_compilation_is_safe(tmp_path):
         subprocess.Popen(
             [sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
-        for _ in range(3)
+        for _ in range(2)
     ]
     outputs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), [err for _, err in outputs]

@@ -47,9 +47,9 @@ from dekc.expressions import ETA, FUNCTIONS
 PROFILE = os.environ.get("DEKC_PROPERTY_PROFILE", "fast")
 _COUNTS = {  # examples per category: fast (CI), long (make test-properties)
     "parser": (300, 5000),
-    "expectations": (5, 60),
+    "expectations": (3, 60),
     "families": (25, 700),
-    "gram": (120, 3000),
+    "gram": (60, 3000),
     "moments": (60, 1500),
     "cache": (6, 200),
 }
