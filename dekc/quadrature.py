@@ -104,8 +104,8 @@ class QuadratureExpectation:
         self.plan = plan(f, g)
         self.one_point_n: int | None = None
         self._levels: dict = {}
-        pair_scale, one_point_scale, one_point_first = self._start()
-        self.n, self.error_bound = self._choose_nodes(pair_scale)
+        pair_scale, one_point_scale, pair_first, one_point_first = self._start()
+        self.n, self.error_bound = self._choose_nodes(pair_scale, pair_first)
         self.one_point_n, self.one_point_error = self._choose_one_point_nodes(one_point_scale, one_point_first)
         del self._levels
 
@@ -147,42 +147,44 @@ class QuadratureExpectation:
 
     def _start(self):
         """Cauchy–Schwarz scales ``√(E f(u)² E g(v)²)`` (128 nodes per piece) at the probes and at
-        the one-point variances, and the one-point form at the first node count and its
-        comparison, in one compiled call."""
+        the one-point variances, and the pair and one-point rules at the first node count and its
+        comparison on every probe, in one compiled call (the two-dimensional pair rule loops over
+        chunks of :data:`_PROBE_CHUNK` probes inside it, bounding its memory)."""
         module = self._level(NODE_COUNTS[0])[2]
-        a, b, _ = (np.asarray(col) for col in zip(*PROBES))
+        a, b, c = (np.asarray(col) for col in zip(*PROBES))
         var = np.asarray(_ONE_POINT_VARIANCES)
-        start = jax.jit(
-            lambda var_f, var_g, var: (
-                module._sq_f(var_f),
-                module._sq_g(var_g),
-                module.lo_one_point(var),
-                module.hi_one_point(var),
-            )
+        k = _PROBE_CHUNK if self.dimension == 2 else len(PROBES)
+        size = -(-len(PROBES) // k) * k
+        chunks = tuple(
+            jnp.asarray(np.concatenate([x, np.full(size - x.size, x[-1])]).reshape(-1, k)) for x in (a, b, c)
         )
-        sq_f, sq_g, lo, hi = (
-            np.asarray(x)
-            for x in start(
-                jnp.asarray(np.concatenate([a, var])), jnp.asarray(np.concatenate([b, var])), jnp.asarray(var)
-            )
+
+        def start(chunks, var_f, var_g, var):
+            pair = jax.lax.map(lambda abc: (module._lo_rule(*abc), module._hi_rule(*abc)), chunks)
+            one_point = module.lo_one_point(var), module.hi_one_point(var)
+            return module._sq_f(var_f), module._sq_g(var_g), pair, one_point
+
+        sq_f, sq_g, pair, one_point = jax.jit(start)(
+            chunks, jnp.asarray(np.concatenate([a, var])), jnp.asarray(np.concatenate([b, var])), jnp.asarray(var)
         )
-        scale = np.maximum(np.sqrt(sq_f * sq_g), 1e-300)
-        return scale[: len(a)], scale[len(a) :], (lo, hi)
+        scale = np.maximum(np.sqrt(np.asarray(sq_f) * np.asarray(sq_g)), 1e-300)
+        pair_first = tuple(np.asarray(v).reshape(-1)[: len(a)] for v in pair)
+        one_point_first = tuple(np.asarray(v) for v in one_point)
+        return scale[: len(a)], scale[len(a) :], pair_first, one_point_first
 
     def _rule(self, n: int):
         """The generated rule with ``n`` nodes (``a`` is the variance of ``f``'s argument)."""
         (rule,) = _load(self.source("probe", n=n), "_probe_rule")
         return rule
 
-    def _choose_nodes(self, scale):
+    def _choose_nodes(self, scale, first):
         """Smallest ``n`` with ``|Q_n − Q_m| ≤ tol·scale/SAFETY`` on every probe (``m`` =
-        :func:`comparison_nodes` ``(n)``)."""
+        :func:`comparison_nodes` ``(n)``); ``first``: the values at the first node count."""
         a, b, c = (np.asarray(col) for col in zip(*PROBES))
 
         def values(n, which):
             return _probe_values(self._level(n)[0], a, b, c, which, self.dimension)
 
-        first = values(NODE_COUNTS[0], np.arange(len(PROBES)))
         return self._select(values, first, self._finite_probes(first[0]), scale, "on the probe covariances")
 
     def _choose_one_point_nodes(self, scale, first):
@@ -293,11 +295,12 @@ def comparison_nodes(n: int) -> int:
 
 def _probe_values(rule, a, b, c, which, dimension: int) -> tuple[np.ndarray, np.ndarray]:
     """``rule`` (a pair of rules in one call) at the probes ``which``: all at once in one dimension
-    (then indexed), in chunks of equal size in two (the last padded by repeating a probe)."""
+    (then indexed), in chunks of equal size in two (at most :data:`_PROBE_CHUNK`, the last padded
+    by repeating a probe)."""
     if dimension == 1:
         lo, hi = rule(jnp.asarray(a), jnp.asarray(b), jnp.asarray(c))
         return np.asarray(lo)[which], np.asarray(hi)[which]
-    k = _PROBE_CHUNK
+    k = min(_PROBE_CHUNK, which.size)  # the few probes left at larger node counts: no padding
     idx = np.concatenate([which, np.full((-which.size) % k, which[-1])])
     parts = [rule(*(jnp.asarray(x[idx[i : i + k]]) for x in (a, b, c))) for i in range(0, idx.size, k)]
     lo, hi = (np.concatenate([np.asarray(p[side]) for p in parts])[: which.size] for side in (0, 1))
