@@ -576,3 +576,21 @@ def test_elu_conditional_expectation_is_closed_and_finite_at_every_scale():
             want = integral(elu_mp, m, sd)
             scale = mpmath.sqrt(integral(lambda x: elu_mp(x) ** 2, m, sd))
             assert np.isfinite(got) and abs(got - want) <= 1e-13 * scale, (mu, s, got, want)
+
+
+def test_smooth_piecewise_joins_are_not_split():
+    """A Piecewise boundary is a kink for the quadrature rules unless the formulas on both sides
+    agree in value and four derivatives there: the same function on both sides joins smoothly, a
+    jump in the third derivative (η against sin η at 0) or in the first (ReLU) does not."""
+    from dekc.quadrature import plan, smooth_joins
+
+    x = ETA
+    same = sp.Piecewise((sp.exp(x), x < 1), (sp.cosh(x) + sp.sinh(x), True))  # eˣ on both sides
+    third = sp.Piecewise((x, x < 0), (sp.sin(x), True))
+    relu = sp.Piecewise((0, x < 0), (x, True))
+    assert smooth_joins(same) == {1}
+    assert smooth_joins(third) == set() and smooth_joins(relu) == set()
+    assert smooth_joins(sp.tanh(x)) == set()
+    layout = plan(same * sp.tanh(x), third)
+    assert layout.f_kinks == () or layout.g_kinks == ()  # the smooth join is gone from its factor
+    assert 0.0 in layout.f_kinks + layout.g_kinks  # the third-derivative jump stays
