@@ -103,7 +103,7 @@ def smooth_joins(expr: sp.Expr) -> set:
     others = kink_points(bare)
     joins = set()
     for point in kink_points(expr) - others:
-        if point.is_real and _joins_smoothly(expr, sp.nsimplify(point)):
+        if point.is_real and _joins_smoothly(expr, sp.Rational(point) if point.is_Float else point):
             joins.add(point)
     return joins
 
