@@ -84,7 +84,7 @@ def _plan(f, g, reduction, swapped) -> codegen.QuadraturePlan:
 
 #: one-sided derivatives 0 … 4 at a Piecewise boundary must agree to these (relative) for the
 #: boundary not to be a kink. The link stage's near-zero polynomial pieces meet their neighbours
-#: with jumps below 1e-28 in value and 3e-18 in the fourth derivative (gaussian + tanh, silu, gelu,
+#: with jumps below 1e-28 in value and 2e-17 in the fourth derivative (gaussian + tanh, silu, gelu,
 #: erf, elu), its far-tail forms within 1e-18 in every derivative; a genuine kink (ELU's ρ at 0)
 #: jumps by 0.3 in its first derivative
 _JOIN_TOLERANCES = (1e-16, 1e-14, 1e-12, 1e-10, 1e-8)
