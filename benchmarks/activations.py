@@ -6,11 +6,11 @@ the kernel (cold compile time), loads it again from the cache in a second fresh 
 load time), and computes the Gram matrix of ``--n`` inputs (5 dimensions, N(0, I/5), relu
 features, lam = ``--lam``) twice: the second time is reported (the first includes JAX's
 compilation of the chunk shapes). The table gives the outcome (the error class and its first
-words when the route is refused), the expectation methods, the series terms and the entries that
-fell back to quadrature (:attr:`dekc.Kernel.diagnostics`), the largest error bound of the
-kernel's expectations (``Kernel.error_bounds``: 1e-12 for closed forms, the quadrature rule's
-estimate otherwise), the times, the ratio of the Gram time to that of gaussian + relu measured
-the same way in the same run, and ``dekc.verify(ker, dps=20, points=0, fixed_points=0)`` (every
+words when the route is refused), the expectation methods, the series terms, the entries solved
+again with the long series and those that fell back to quadrature (:attr:`dekc.Kernel.diagnostics`),
+the largest error bound of the kernel's expectations (``Kernel.error_bounds``: 1e-12 for closed
+forms, the quadrature rule's estimate otherwise), the times, the ratio of the Gram time to that
+of gaussian + relu measured the same way in the same run, and ``dekc.verify(ker, dps=20, points=0, fixed_points=0)`` (every
 pair and one-point form against the mpmath reference at ``c = ±√(ab)``, ``c = 0``, ``a = 0``,
 ``a = 1e-4`` against ``b = 1e4``, and one-point forms at variances from 1e-4 to 1e4): its outcome
 and largest error relative to the Cauchy–Schwarz scale. Nothing here fails a build.
@@ -57,7 +57,7 @@ _RUN = textwrap.dedent("""
             ker.gram(X, lam=lam)
             out["gram"] = time.perf_counter() - t
             d = ker.diagnostics
-            out["terms"], out["fallback"] = d.series_terms, d.fallback_entries
+            out["terms"], out["long"], out["fallback"] = d.series_terms, d.long_series_entries, d.fallback_entries
             report = dekc.verify(ker, dps=20, points=0, fixed_points=0, workers=1)
             out["verify"] = "ok" if report.ok else f"{len(report.failures)} FAIL"
             out["verify_error"] = report.max_rel_error
@@ -112,9 +112,9 @@ def main() -> None:
         f"n = {args.n} inputs in 5 dimensions, lam = {args.lam}, relu features; gaussian + relu: "
         f"Gram {base['gram']:.3g} s, cold compile {base['compile']:.2g} s, cached load {base['cached']:.2g} s.",
         "",
-        "| family | route | outcome | methods | largest error bound | series terms | fallback entries "
-        "| cold compile s | cached load s | Gram s | vs relu | verify | verify error |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| family | route | outcome | methods | largest error bound | series terms | long-series entries "
+        "| fallback entries | cold compile s | cached load s | Gram s | vs relu | verify | verify error |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     print("\n".join(lines), flush=True)
     for family in families:
@@ -125,12 +125,12 @@ def main() -> None:
                     cached = "" if r.get("cached") is None else f"{r['cached']:.2g}"
                     line = (
                         f"| {family} | {route}={spec} | ok | {', '.join(r['methods'])} | {r['bound']:.1e} | "
-                        f"{r['terms'] or ''} | "
+                        f"{r['terms'] or ''} | {r['long']} | "
                         f"{r['fallback']} | {r['compile']:.1f} | {cached} | {r['gram']:.3g} | "
                         f"{r['gram'] / base['gram']:.2g} | {r['verify']} | {r['verify_error']:.1e} |"
                     )
                 else:
-                    line = f"| {family} | {route}={spec} | {r['error']} | | | | | | | | | | |"
+                    line = f"| {family} | {route}={spec} | {r['error']} | | | | | | | | | | | |"
                 lines.append(line)
                 print(line, flush=True)
     _write(args, lines, "Every built-in family with the smooth activations")

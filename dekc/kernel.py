@@ -37,6 +37,10 @@ from .validate import is_traced
 
 _LIMIT_START = 1 - 1e-6  # starts (and diagonal="limit") stay this far inside full correlation
 _CHUNK = 1 << 17
+#: terms of the first pass of a series with more (the rest start again from its roots)
+_FIRST_TERMS = 32
+#: entries per solve with quadrature where no series certifies
+_QUADRATURE_CHUNK = 64
 
 
 # -- named structures ------------------------------------------------------------------------------
@@ -90,13 +94,16 @@ class GramDiagnostics:
 
     ``entries``: scalar problems solved; ``series_terms``: terms of the Mehler series that replaced
     the quadrature pairs (``None`` when no series was used: closed forms only, T-step kernels or
-    under tracing); ``fallback_entries``: entries whose series truncation bound exceeded
-    :data:`dekc.series.TOLERANCE`, solved again by quadrature.
+    under tracing); ``fallback_entries``: entries whose truncation bound exceeded
+    :data:`dekc.series.TOLERANCE` with both the first and the long series, solved again by
+    quadrature; ``long_series_entries``: entries the first series could not certify and the long
+    one (:data:`dekc.series.LONG_TERMS` terms) did.
     """
 
     entries: int
     series_terms: int | None
     fallback_entries: int
+    long_series_entries: int = 0
 
 
 class ChunkProblems(NamedTuple):
@@ -327,9 +334,9 @@ class Kernel:
         gram_series = None
         if self._series_pairs and stops is None and not traced:
             gram_series = series.GramSeries(self.module, ax[-1], ay[-1], symmetric)
-        block = self._chunk if gram_series is None else (1 << 22) // gram_series.terms
+        block = self._chunk if gram_series is None else (1 << 22) // min(gram_series.terms, _FIRST_TERMS)
         chunk = min(block, solver.pow2_at_least(total))
-        fallback = 0
+        pending: list = []  # entries the series could not certify, per chunk
         layers = 1 if stops is None else len(stops)
         out: Any = jnp.zeros((layers, n, m)) if traced else np.empty((layers, n, m))
         values, pieces = [], []
@@ -355,8 +362,10 @@ class Kernel:
                     problem.start.correlation_args,
                 )
                 if stops is None:
-                    v, redone = self._fixed_chunk(chunk_problems, options, i, j, gram_series, k)
-                    v, fallback = v[None], fallback + redone
+                    v, uncertain = self._fixed_chunk(chunk_problems, options, i, j, gram_series, k)
+                    v = v[None]
+                    if uncertain is not None:
+                        pending.append(uncertain)
                 else:
                     v = self._steps_chunk(chunk_problems, options.lam, stops, traced, i, j)
                 v = v[:, :k]
@@ -370,12 +379,20 @@ class Kernel:
                     report(lo + k)
         finally:
             report(None)
-        self.diagnostics = GramDiagnostics(total, None if gram_series is None else gram_series.terms, fallback)
+        long_entries = fallback = 0
+        if pending:
+            rows, cols, p, long_entries, fallback = self._refine(pending, ax[-1], ay[-1], symmetric, options)
+            out[0, rows, cols] = p
+            if symmetric:
+                out[0, cols, rows] = p
+        self.diagnostics = GramDiagnostics(
+            total, None if gram_series is None else gram_series.terms, fallback, long_entries
+        )
         if fallback and gram_series is not None:
             warnings.warn(
-                f"{fallback} of {total} entries were not certified by the {gram_series.terms}-term series "
-                f"(to {series.TOLERANCE:.0e}; variances up to {float(jnp.max(ax[-1])):.3g}) and were solved by "
-                "quadrature; see Kernel.diagnostics",
+                f"{fallback} of {total} entries were certified neither by the {gram_series.terms}-term series nor "
+                f"by the {series.LONG_TERMS}-term one (to {series.TOLERANCE:.0e}; variances up to "
+                f"{float(jnp.max(ax[-1])):.3g}) and were solved by quadrature; see Kernel.diagnostics",
                 DekcWarning,
                 stacklevel=3,
             )
@@ -428,8 +445,8 @@ class Kernel:
         )
 
     def _fixed_chunk(self, problems: ChunkProblems, options: SolveOptions, i, j, gram_series=None, k=0):
-        """The chunk's fixed points, and how many of its first ``k`` entries (the real ones) the
-        series could not certify and quadrature solved again."""
+        """The chunk's fixed points, and those of its first ``k`` entries (the real ones) the series
+        could not certify (:meth:`_refine` solves them again; ``None`` when there are none)."""
         a, b, c, c_s, mux, muy, p0, same = problems
         lam, traced, exact = options.lam, options.traced, options.diagonal == "exact"
         sg = jax.lax.stop_gradient
@@ -440,44 +457,82 @@ class Kernel:
             lo, hi = -sab, sab
         args = (sg(a), sg(b), sg(c_s), sg(mux), sg(muy), sg(lam))
         if gram_series is not None:
-            D = gram_series.coefficients(i, j, c_s, mux, muy)
+            # the first terms certify most entries; the rest start again from there with every term
+            first = min(gram_series.terms, _FIRST_TERMS)
+            D = gram_series.coefficients(i, j, c_s, mux, muy, first)
             p, status = solver.newton(solver.pair_iteration, self._series_step, p0, lo, hi, (*args, D), traced)
             self._report(status, a=a, b=b, c=c, mux=mux, muy=muy, lam=lam, i=i, j=j, same=same)
-            p, redone = self._series_fallback(p, problems, i, j, gram_series, lam, k)
-            return _finish(p, a, b, same, exact), redone
+            # identical inputs under diagonal="exact" were solved at p = 0, where the bound is 0
+            ok = np.array(gram_series.certified(i, j, p, a, b, first))[:k]
+            p = np.array(p)
+            if first < gram_series.terms:
+                todo = np.flatnonzero(~ok)
+                ok[todo] = self._series_pass(gram_series, todo, (i, j), p, (a, b, c_s, mux, muy), lam, (i, j))
+            bad = np.flatnonzero(~ok)
+            uncertain = None
+            if bad.size:
+                uncertain = tuple(np.asarray(x)[bad] for x in (i, j, p, a, b, c_s, mux, muy, same))
+            return _finish(jnp.asarray(p), a, b, same, exact), uncertain
         p, status = solver.newton(solver.pair_iteration, self._pair_step, sg(p0), lo, hi, args, traced)
         if not traced:
             self._report(status, a=a, b=b, c=c, mux=mux, muy=muy, lam=lam, i=i, j=j, same=same)
         else:
             p = jnp.where(status == solver.CONVERGED, p, jnp.nan)
             p = solver.implicit(lambda q: self._pair_step(q, a, b, c_s, mux, muy, lam), p)
-        return _finish(p, a, b, same, exact), 0
+        return _finish(p, a, b, same, exact), None
 
-    def _series_fallback(self, p, problems: ChunkProblems, i, j, gram_series, lam, k):
-        """Entries whose series bound is above tolerance, solved again by quadrature from the
-        series root, and their number among the first ``k`` (the chunk's real entries)."""
-        a, b, _, c_s, mux, muy, _, _ = problems
-        # identical inputs under diagonal="exact" were solved at p = 0, where the bound is 0
-        bad = np.flatnonzero(~np.asarray(gram_series.certified(i, j, p, a, b)))
-        if bad.size == 0:
-            return p, 0
-        size = max(16, solver.pow2_at_least(bad.size))
-        idx = jnp.asarray(np.concatenate([bad, np.full(size - bad.size, bad[0])]))
-        sub = [x[idx] for x in (a, b, c_s, mux, muy)]
-        sab = _bounds(sub[0], sub[1])
-        q, status = solver.newton(solver.pair_iteration, self._pair_step, p[idx], -sab, sab, (*sub, lam), False)
-        self._report(
-            status,
-            a=sub[0],
-            b=sub[1],
-            c=sub[2],
-            mux=sub[3],
-            muy=sub[4],
-            lam=lam,
-            i=i[np.asarray(idx)],
-            j=j[np.asarray(idx)],
-        )
-        return jnp.asarray(p).at[idx].set(q), int(np.count_nonzero(bad < k))
+    def _refine(self, pending: list, ax, ay, symmetric: bool, options: SolveOptions):
+        """Entries the series could not certify, solved again from their series roots: with the
+        long series (tables for their inputs only) and, where that cannot certify either, with
+        the quadrature update. Returns ``(rows, cols, values, long_entries, quadrature_entries)``."""
+        i, j, p, a, b, c_s, mux, muy, same = (np.concatenate(x) for x in zip(*pending))
+        lam = options.lam
+        if symmetric:
+            inputs, where = np.unique(np.concatenate([i, j]), return_inverse=True)
+            li, lj = where[: i.size], where[i.size :]
+            long = series.GramSeries(self.module, ax[inputs], ax[inputs], True, long=True)
+        else:
+            rows_in, li = np.unique(i, return_inverse=True)
+            cols_in, lj = np.unique(j, return_inverse=True)
+            long = series.GramSeries(self.module, ax[rows_in], ay[cols_in], False, long=True)
+        ok = self._series_pass(long, np.arange(i.size), (li, lj), p, (a, b, c_s, mux, muy), lam, (i, j))
+        left = ~ok
+        rest = np.flatnonzero(left)
+        for lo in range(0, rest.size, _QUADRATURE_CHUNK):
+            part = rest[lo : lo + _QUADRATURE_CHUNK]
+            idx, sub = _padded(part, (p, a, b, c_s, mux, muy))
+            q, _ = self._newton_pairs(self._pair_step, sub[0], sub[1:], (), idx, i, j, lam)
+            p[part] = np.asarray(q)[: part.size]
+        values = np.asarray(_finish(jnp.asarray(p), a, b, same, options.diagonal == "exact"))
+        return i, j, values, i.size - rest.size, rest.size
+
+    def _series_pass(self, gram_series, part: np.ndarray, tables: tuple, p: np.ndarray, problem: tuple, lam, where):
+        """Solve the entries ``part`` again with every term of ``gram_series`` from their roots
+        ``p`` (updated in place); whether each is certified. ``tables``: the entries' rows in its
+        tables; ``problem``: ``(a, b, c_solve, μ, μ')``; ``where``: their ``(i, j)`` in the matrix."""
+        ok = np.zeros(part.size, bool)
+        size = (1 << 22) // gram_series.terms  # coefficients per call: 32 MiB
+        for lo in range(0, part.size, size):
+            chunk = slice(lo, min(lo + size, part.size))
+            idx, sub = _padded(part[chunk], (*tables, p, *problem))
+            ti, tj, start, a, b, c_s, mux, muy = sub
+            D = gram_series.coefficients(ti, tj, c_s, mux, muy)
+            q, _ = self._newton_pairs(
+                self._series_step, start, (a, b, c_s, mux, muy), (D,), idx, where[0], where[1], lam
+            )
+            count = chunk.stop - chunk.start
+            ok[chunk] = np.asarray(gram_series.certified(ti, tj, q, a, b))[:count]
+            p[part[chunk]] = np.asarray(q)[:count]
+        return ok
+
+    def _newton_pairs(self, step, p0, problem, extra, idx, i, j, lam):
+        """Newton from ``p0`` for the problems ``(a, b, c_solve, μ, μ')``, reporting a failure at
+        its entry ``(i, j)[idx]``."""
+        a, b, c_s, mux, muy = problem
+        sab = _bounds(a, b)
+        q, status = solver.newton(solver.pair_iteration, step, p0, -sab, sab, (a, b, c_s, mux, muy, lam, *extra), False)
+        self._report(status, a=a, b=b, c=c_s, mux=mux, muy=muy, lam=lam, i=i[idx], j=j[idx])
+        return q, status
 
     def _steps_chunk(self, problems: ChunkProblems, lam, stops, traced, i, j):
         """The T-step values ``(len(stops), chunk)`` of one chunk."""
@@ -615,6 +670,14 @@ def _prepare(entries_fn, corr_fn, limit, i, j, ax, ay, mux, muy, entries_args, c
         c_s, mx, my, corr = (jnp.where(same, 0.0, v) for v in (c, mx, my, corr))
     a0, b0 = (a[0], b[0]) if a.ndim == 2 else (a, b)  # T-step trajectories: start from the first row
     return ChunkProblems(a, b, c, c_s, mx, my, corr * jnp.sqrt(a0 * b0), same)
+
+
+def _padded(part: np.ndarray, arrays: tuple) -> tuple[np.ndarray, list]:
+    """``part`` padded with its first index to a power of two (at least 16; few compiled shapes),
+    and the arrays at those indices."""
+    size = max(16, solver.pow2_at_least(part.size))
+    idx = np.concatenate([part, np.full(size - part.size, part[0])])
+    return idx, [jnp.asarray(x[idx]) for x in arrays]
 
 
 @jax.jit

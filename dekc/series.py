@@ -15,16 +15,25 @@ evaluation, and its ``c``-derivative ``Σ_k k r^(k−1) F_k G_k / √(ab)``, is 
     |E[f(u) g(v)] − Σ_(k<K) r^k F_k G_k| ≤ |r|^K √(T_f(a, K) T_g(b, K)).
 
 An entry is *certified* when this bound is at most :data:`TOLERANCE` times the Cauchy–Schwarz scale
-``√(E f(u)² E g(v)²)`` for every pair the series replaces; otherwise the kernel solves it again with
-its quadrature rule, and counts it. The tails converge fast for smooth functions at moderate
+``√(E f(u)² E g(v)²)`` for every pair the series replaces. An entry the first series cannot certify
+is solved again with the long series (:data:`LONG_TERMS` terms, coefficients only for the inputs
+of such entries); one the long series cannot certify either is solved with the kernel's quadrature
+rule, and counted. The tails converge fast for smooth functions at moderate
 variance (``T/E f²`` below 1e-15 after 128 terms for ``tanh`` at ``a = 1``) and slowly where the
-function is steep on the scale of ``√a`` (``tanh`` at ``a = 30`` keeps 4e-6 after 400 terms).
+function is steep on the scale of ``√a`` (``tanh`` at ``a = 30`` keeps 4e-6 after 400 terms) or has a
+kink: a jump ``Δ`` in the first derivative at 0 leaves ``T ≈ 0.042 Δ² a K^(−3/2)`` (relu's
+coefficients), so near ``|r| = 1`` the first series runs out of terms and the long one, whose
+``|r|^K`` is 8× smaller in the exponent, certifies entries up to ``|r| ≈ 0.997`` at ``a ≈ 0.1``.
 
 **Coefficients** are computed by a composite Gauss–Legendre rule on ``|z| ≤ 10`` (Gaussian mass
 beyond: below 2e-23), split at fixed points in ``z`` and at the function's kinks and feature
 points ``0, ±1, ±4, ±16`` in its own variable, :data:`NODES` nodes per piece; the Hermite
 polynomials by their normalised three-term recurrence. Measured against 30-digit mpmath:
-``tanh·tanh`` to 7e-15 of the scale for ``a, b ∈ [0.01, 3]``, ``|r| ≤ 0.999``.
+``tanh·tanh`` to 7e-15 of the scale for ``a, b ∈ [0.01, 3]``, ``|r| ≤ 0.999``. The long series'
+grid has pieces at most 1 wide: ``He_k(z) e^(−z²/4)`` oscillates with wavenumber at most ``√k``
+(45 at ``k = 2048``), which 32 nodes per unit resolve. The coefficients are those of ``f`` cut
+at ``|z| = 10``, within ``√(E[f² ; |Z| > 10])`` of the uncut ones (Cauchy–Schwarz; 3e-11 of the
+scale for relu, far less for the sums the series forms), and exactly what the tails measure.
 """
 
 from __future__ import annotations
@@ -38,6 +47,8 @@ from ._jax import jax, jnp
 
 #: numbers of terms tried in turn; the tables are computed with the last
 TERMS = (16, 32, 64, 128, 256)
+#: terms of the long series, for the entries the first cannot certify
+LONG_TERMS = 2048
 #: an entry's truncation bound must be at most this fraction of its Cauchy–Schwarz scale
 TOLERANCE = 1e-11
 #: Gauss–Legendre nodes per piece of the coefficient rule
@@ -45,6 +56,8 @@ NODES = 32
 _RANGE = 10.0
 #: breakpoints of the shared coefficient grid in ``z`` (the Hermite matrix is computed once)
 _GRID = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, _RANGE)
+#: the long series' grid: the same points and every integer up to the range
+_LONG_GRID = tuple(sorted(set(_GRID) | {float(k) for k in range(int(_RANGE) + 1)}))
 #: feature points (in the function's own variable) of the per-input check of ``E f²``
 _FEATURES = (0.0, 1.0, 4.0, 16.0)
 _CHECK_NODES = 48
@@ -59,9 +72,10 @@ def _composite(breaks: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @functools.lru_cache(maxsize=4)
-def _grid(terms: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Nodes ``z``, weights (with the Gaussian density) and the matrix ``He_k(z)/√(k!)`` ``(M, terms)``."""
-    breaks = np.array(sorted({s * p for p in _GRID for s in (-1.0, 1.0)}))
+def _grid(terms: int, points: tuple = _GRID) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Nodes ``z``, weights (with the Gaussian density) and the matrix ``He_k(z)/√(k!)`` ``(M, terms)``
+    of the composite rule split at ``±points``."""
+    breaks = np.array(sorted({s * p for p in points for s in (-1.0, 1.0)}))
     z, w = _composite(breaks, NODES)
     w = w * np.exp(-z * z / 2) / np.sqrt(2 * np.pi)
     H = np.empty((z.size, terms))
@@ -106,20 +120,23 @@ class Table:
     """Hermite coefficients of one function at the variances of one side of a Gram matrix.
 
     ``coef`` ``(n, K)``, ``second`` ``E f(√a Z)²`` ``(n,)``, and ``tail[:, t]`` the relative tail
-    ``T_f(a, TERMS[t]) / E f²`` (0 where ``E f² = 0``; 1, i.e. never certified, where the shared
-    grid does not resolve ``f`` at that variance).
+    ``T_f(a, checkpoints[t]) / E f²`` (0 where ``E f² = 0``; 1, i.e. never certified, where the
+    grid does not resolve ``f`` at that variance). ``K`` is the last checkpoint: :data:`TERMS`
+    (the first series) or ``(LONG_TERMS,)`` (the long series, on its finer grid).
     """
 
-    def __init__(self, fn: Callable, kinks: Sequence[float], var, chunk: int = 8192):
+    def __init__(self, fn: Callable, kinks: Sequence[float], var, chunk: int = 8192, checkpoints: tuple = TERMS):
         var = jnp.asarray(var, dtype=jnp.float64).reshape(-1)
         n = var.shape[0]
-        size = min(chunk, max(256, 1 << max(0, n - 1).bit_length()))  # few compiled shapes
+        terms = checkpoints[-1]
+        chunk = min(chunk, (1 << 24) // terms)  # the coefficients of a chunk: at most 128 MiB
+        size = min(chunk, max(256 if terms <= TERMS[-1] else 16, 1 << max(0, n - 1).bit_length()))
         var = jnp.concatenate([var, jnp.full((-n) % size, 1.0)])
         key = tuple(sorted(float(k) for k in kinks))
-        grid = tuple(jnp.asarray(x) for x in _grid(TERMS[-1]))
+        grid = tuple(jnp.asarray(x) for x in _grid(terms, _GRID if terms <= TERMS[-1] else _LONG_GRID))
         parts = [_tables(fn, key, var[i : i + size], *grid) for i in range(0, var.shape[0], size)]
         self.coef, self.second, trusted = (jnp.concatenate([p[i] for p in parts])[:n] for i in range(3))
-        partial = jnp.cumsum(self.coef**2, axis=1)[:, [t - 1 for t in TERMS]]
+        partial = jnp.cumsum(self.coef**2, axis=1)[:, [t - 1 for t in checkpoints]]
         scale = jnp.where(self.second > 0, self.second, 1.0)
         tail = jnp.clip((self.second[:, None] - partial) / scale[:, None], 0.0, 1.0)
         self.tail = jnp.where(trusted[:, None], tail, 1.0)
@@ -139,9 +156,17 @@ def choose_terms(pairs: Sequence[tuple[Table, Table]]) -> int:
 @jax.jit
 def polynomial(coef, r):
     """``(Σ_k coef_k r^k, Σ_k k coef_k r^(k−1))`` per row of ``coef`` ``(m, K)``: Horner's rule,
-    unrolled (one fused loop over the rows)."""
+    unrolled (one fused loop over the rows) up to :data:`TERMS` ``[-1]`` terms, a loop beyond."""
     terms = coef.shape[1]
     value, slope = coef[:, terms - 1], jnp.zeros_like(r)
+    if terms > TERMS[-1]:
+
+        def horner(carry, column):
+            value, slope = carry
+            return (value * r + column, slope * r + value), None
+
+        (value, slope), _ = jax.lax.scan(horner, (value, slope), coef[:, terms - 2 :: -1].T)
+        return value, slope
     for k in range(terms - 2, -1, -1):
         slope = slope * r + value
         value = value * r + coef[:, k]
@@ -159,25 +184,26 @@ _CONTRIBUTIONS = {
 }
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _combine(weights: tuple, xs, ys, i, j, c, mu_x, mu_y):
-    """Per entry, the coefficients ``D_k`` of ``Σ_k r^k D_k`` (before the ``1/λ²``)."""
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _combine(weights: tuple, terms: int, xs, ys, i, j, c, mu_x, mu_y):
+    """Per entry, the first ``terms`` coefficients ``D_k`` of ``Σ_k r^k D_k`` (before the ``1/λ²``)."""
     factor = {"one": jnp.ones_like(c), "-mu_y": -mu_y, "-mu_x": -mu_x, "c": c}
     total = 0.0
     for weight, fx, gy in zip(weights, xs, ys):
-        total = total + factor[weight][:, None] * fx[i] * gy[j]
+        total = total + factor[weight][:, None] * fx[:, :terms][i] * gy[:, :terms][j]
     return total
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _certify(terms: int, tolerance, tails_x, tails_y, i, j, p, a, b):
-    """Whether ``|r|^K √(t_f t_g) ≤ tolerance`` for every series pair of each entry."""
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _certify(terms: int, column: int, tolerance, tails_x, tails_y, i, j, p, a, b):
+    """Whether ``|r|^K √(t_f t_g) ≤ tolerance`` for every series pair of each entry (``K`` =
+    ``terms``, the tails' ``column``)."""
     sab = jnp.sqrt(a * b)
     r = jnp.where(sab > 0, jnp.abs(p) / jnp.where(sab > 0, sab, 1.0), 0.0)
     reach = jnp.minimum(r, 1.0) ** terms
     ok = jnp.ones(p.shape, bool)
     for tx, ty in zip(tails_x, tails_y):
-        ok = ok & (reach * jnp.sqrt(tx[i] * ty[j]) <= tolerance)
+        ok = ok & (reach * jnp.sqrt(tx[i, column] * ty[j, column]) <= tolerance)
     return ok
 
 
@@ -197,28 +223,40 @@ class GramSeries:
 
     ``module`` is a kernel module with ``SERIES`` and ``KINKS`` (see :func:`dekc.codegen.kernel_module`);
     ``ax`` and ``ay`` the diagonal values of the two sides. ``terms`` is the number of terms
-    used (:func:`choose_terms`), ``tolerance`` the certification threshold (:data:`TOLERANCE`).
+    used (:func:`choose_terms`; :data:`LONG_TERMS` for the ``long`` series, whose tables are
+    usually built for the inputs of the entries the first could not certify), ``tolerance`` the
+    certification threshold (:data:`TOLERANCE`).
     """
 
-    def __init__(self, module, ax, ay, symmetric: bool):
+    def __init__(self, module, ax, ay, symmetric: bool, long: bool = False):
         contributions = [part for key in module.SERIES for part in _CONTRIBUTIONS[key]]
         needed = {name for f, g, _ in contributions for name in (f, g)}
         functions = {"sigma": module.sigma, "rho": module.rho}
-        x = {name: Table(functions[name], module.KINKS[name], ax) for name in sorted(needed)}
-        y = x if symmetric else {name: Table(functions[name], module.KINKS[name], ay) for name in sorted(needed)}
+        checkpoints = (LONG_TERMS,) if long else TERMS
+
+        def tables(var):
+            return {name: Table(functions[name], module.KINKS[name], var, checkpoints=checkpoints) for name in needed}
+
+        x = tables(ax)
+        y = x if symmetric else tables(ay)
         self.tolerance = TOLERANCE
-        self.terms = choose_terms([(x[f], y[g]) for f, g, _ in contributions])
-        t = TERMS.index(self.terms)
+        self.terms = LONG_TERMS if long else choose_terms([(x[f], y[g]) for f, g, _ in contributions])
+        self._checkpoints = checkpoints
         self._weights = tuple(w for _, _, w in contributions)
         self._xs = tuple(x[f].coef[:, : self.terms] for f, _, _ in contributions)
         self._ys = tuple(y[g].coef[:, : self.terms] for _, g, _ in contributions)
-        self._tails_x = tuple(x[f].tail[:, t] for f, _, _ in contributions)
-        self._tails_y = tuple(y[g].tail[:, t] for _, g, _ in contributions)
+        self._tails_x = tuple(x[f].tail for f, _, _ in contributions)
+        self._tails_y = tuple(y[g].tail for _, g, _ in contributions)
 
-    def coefficients(self, i, j, c, mu_x, mu_y):
-        """``D`` ``(chunk, terms)`` of the entries ``(i, j)``."""
-        return _combine(self._weights, self._xs, self._ys, i, j, c, mu_x, mu_y)
+    def coefficients(self, i, j, c, mu_x, mu_y, terms: int | None = None):
+        """``D`` ``(chunk, terms)`` of the entries ``(i, j)`` (``terms``: one of the checkpoints up
+        to :attr:`terms`, default :attr:`terms`)."""
+        terms = self.terms if terms is None else terms
+        return _combine(self._weights, terms, self._xs, self._ys, i, j, c, mu_x, mu_y)
 
-    def certified(self, i, j, p, a, b):
-        """Whether each entry's truncation bound at its root ``p`` is within :data:`TOLERANCE`."""
-        return _certify(self.terms, self.tolerance, self._tails_x, self._tails_y, i, j, p, a, b)
+    def certified(self, i, j, p, a, b, terms: int | None = None):
+        """Whether each entry's truncation bound with ``terms`` terms (default :attr:`terms`) at its
+        root ``p`` is within :data:`TOLERANCE`."""
+        terms = self.terms if terms is None else terms
+        column = self._checkpoints.index(terms)
+        return _certify(terms, column, self.tolerance, self._tails_x, self._tails_y, i, j, p, a, b)

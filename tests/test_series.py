@@ -58,8 +58,42 @@ def test_steep_functions_are_not_certified():
     assert float(table.tail[1, -1]) < 1e-20 + 1e-14
 
 
-def test_polynomial_value_and_slope():
-    coef = jnp.asarray(np.random.default_rng(1).normal(size=(5, 7)))
+def _relu_coefficient_cut(k: int, L: float = 10.0) -> float:
+    """``∫_0^L z He_k(z) φ(z) dz / √(k!)`` for ``k ≥ 2`` exactly (60 digits): ``z He_k = He_(k+1) +
+    k He_(k−1)`` and ``∫_0^L He_m φ = He_(m−1)(0) φ(0) − He_(m−1)(L) φ(L)``; normalised
+    ``h_m = He_m/√(m!)`` by their recurrence."""
+    with mp.workdps(60):
+        phi = lambda z: mp.exp(-z * z / 2) / mp.sqrt(2 * mp.pi)
+
+        def h(m, z):
+            prev, cur = mp.mpf(0), mp.mpf(1)
+            for n in range(m):
+                prev, cur = cur, (z * cur - mp.sqrt(n) * prev) / mp.sqrt(n + 1)
+            return cur
+
+        L = mp.mpf(L)
+        # He_(k+1) and k He_(k−1) integrated: He_k and k He_(k−2) at the ends, normalised by √(k!)
+        top = h(k, 0) * phi(0) - h(k, L) * phi(L)
+        low = (h(k - 2, 0) * phi(0) - h(k - 2, L) * phi(L)) * k / mp.sqrt(k * (k - 1))
+        return float(top + low)
+
+
+def test_long_series_coefficients_are_exact_to_high_order():
+    """The long series' grid resolves ``He_k`` up to its last term: relu's coefficients (cut at
+    ``|z| = 10``, as the grid integrates) against their exact values."""
+    table = series.Table(lambda x: jnp.maximum(x, 0.0), (0.0,), np.array([1.0]), checkpoints=(series.LONG_TERMS,))
+    assert table.coef.shape == (1, series.LONG_TERMS)
+    scale = math.sqrt(float(table.second[0]))
+    for k in (2, 3, 30, 255, 1000, 1001, series.LONG_TERMS - 1):
+        assert abs(float(table.coef[0, k]) - _relu_coefficient_cut(k)) <= 1e-14 * scale, k
+    # relu's relative tail: 0.084 K^(-3/2) asymptotically (its coefficients decay like k^(-5/4))
+    assert 0.8 < float(table.tail[0, 0]) / (0.084 * series.LONG_TERMS**-1.5) < 1.25
+
+
+@pytest.mark.parametrize("terms", [7, 300])
+def test_polynomial_value_and_slope(terms):
+    """Horner's rule, unrolled (up to 256 terms) and looped (beyond), against numpy."""
+    coef = jnp.asarray(np.random.default_rng(1).normal(size=(5, terms)) / np.arange(1, terms + 1))
     r = jnp.asarray(np.linspace(-0.9, 0.9, 5))
     value, slope = series.polynomial(coef, r)
     for row in range(5):
@@ -99,20 +133,23 @@ def test_series_path_reproduces_a_closed_form_gram(monkeypatch):
     got = through.gram(X, lam=2.0, bias=0.5)
     d = np.sqrt(np.outer(np.diag(expected), np.diag(expected)))
     assert np.max(np.abs(got - expected) / d) < 1e-10
-    assert through.diagnostics == dekc.kernel.GramDiagnostics(820, series.TERMS[-1], 0)
-    # with a certification threshold nothing meets, every off-diagonal entry is solved again by
-    # the kernel's own update, counted and announced
+    assert through.diagnostics == dekc.kernel.GramDiagnostics(820, series.TERMS[-1], 0, 0)
+    # with a certification threshold of 1e-300, every off-diagonal entry the series cannot certify
+    # is solved again, by the long series and then by the kernel's own update, counted and announced
     monkeypatch.setattr(series, "TOLERANCE", 1e-300)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         got = through.gram(X, lam=2.0, bias=0.5)
     assert np.max(np.abs(got - expected) / d) < 1e-10
-    # at |r| ≥ 0.1 the bound 0.1^256 · (relu's relative tail, about 1e-4) is far above 1e-300;
-    # below 0.06, r^256 underflows and the bound is truly below it
+    # relu's relative tail is 0.084 K^(-3/2) (its Hermite coefficients): about 1e-4 after 256
+    # terms, 9e-7 after 2048. The first series certifies where r^256 · 1e-4 ≤ 1e-300 (r < 0.07),
+    # the long one where r^2048 · 9e-7 ≤ 1e-300 (r < 0.719)
     r = np.abs(expected / d)[np.triu_indices(40, 1)]
-    assert np.count_nonzero(r >= 0.1) > 100
-    assert np.count_nonzero(r >= 0.1) <= through.diagnostics.fallback_entries <= np.count_nonzero(r >= 0.06)
-    assert any("not certified" in str(w.message) for w in caught)
+    assert np.count_nonzero(r >= 0.1) > 100 and np.count_nonzero(r >= 0.71) >= 1
+    redone = through.diagnostics.long_series_entries + through.diagnostics.fallback_entries
+    assert np.count_nonzero(r >= 0.1) <= redone <= np.count_nonzero(r >= 0.06)
+    assert np.count_nonzero(r >= 0.725) <= through.diagnostics.fallback_entries <= np.count_nonzero(r >= 0.71)
+    assert any("certified neither" in str(w.message) for w in caught)
 
 
 @pytest.fixture(scope="module")
@@ -143,16 +180,20 @@ def test_series_gram_solves_the_quadrature_fixed_point(logistic):
 
 
 @pytest.mark.slow
-def test_uncertified_entries_fall_back_and_are_counted(logistic):
-    """At variances where the series cannot certify its tolerance, the entries are solved by the
-    quadrature update instead, counted in ``diagnostics`` and announced by a warning."""
-    c = np.array([[400.0, 399.0], [399.0, 401.0]])
+@pytest.mark.parametrize("scale, long, quadrature", [(400.0, 1, 0), (1e4, 0, 1)])
+def test_uncertified_entries_are_solved_again_and_counted(logistic, scale, long, quadrature):
+    """At variances where the first series cannot certify its tolerance, an entry is solved again
+    with the long series; closer still to full correlation, where that cannot certify either, by the
+    quadrature update (counted in ``diagnostics`` and announced by a warning). Either way it
+    satisfies the quadrature update's fixed-point equation."""
+    c = np.array([[scale, scale - 1], [scale - 1, scale + 1]])
     mu = np.zeros(2)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         K = logistic.from_moments(c, mu, lam=1.5)
-    assert logistic.diagnostics.fallback_entries == 1
-    assert any("not certified" in str(w.message) for w in caught)
+    d = logistic.diagnostics
+    assert (d.long_series_entries, d.fallback_entries) == (long, quadrature)
+    assert any("certified neither" in str(w.message) for w in caught) == bool(quadrature)
     m = logistic.module
     G = float(m.update(K[0, 1], K[0, 0], K[1, 1], c[0, 1], 0.0, 0.0, 1.5))
     assert abs(G - K[0, 1]) <= 1e-10 * np.sqrt(K[0, 0] * K[1, 1])
