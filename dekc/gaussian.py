@@ -620,12 +620,35 @@ def _integrate_even_from_zero(integrand: sp.Expr, phi, psi) -> sp.Expr:
     extends to negative ``c``.
     """
     t_pos, c_pos = sp.Symbol("t", positive=True), sp.Symbol("c", positive=True)
-    primitive = sp.integrate(integrand.subs(C, t_pos), t_pos, conds="none")
-    primitive = primitive.replace(lambda e: isinstance(e, sp.Piecewise), lambda e: e.args[-1][0])
+    integrand = integrand.subs(C, t_pos)
+    primitive = _arcsine_primitive(integrand, t_pos)
+    if primitive is None:
+        primitive = sp.integrate(integrand, t_pos, conds="none")
+        primitive = primitive.replace(lambda e: isinstance(e, sp.Piecewise), lambda e: e.args[-1][0])
     if primitive.has(sp.Integral, sp.Piecewise, sp.I):
         raise NotClosedForm(f"sympy cannot integrate the Price step of {phi} x {psi}")
     at_zero = sp.limit(primitive, t_pos, 0, "+")
     return sp.simplify(primitive.subs(t_pos, c_pos) - at_zero).subs(c_pos, C)
+
+
+def _arcsine_primitive(integrand: sp.Expr, t: sp.Symbol) -> sp.Expr | None:
+    """``(k/√Q) asin(√Q t/√P)`` when ``integrand = k (P − Q t²)^(−1/2)`` with ``k``, ``P``, ``Q``
+    free of ``t`` (the Price step of an ``Erf`` against ``Erf`` or a half-line step: a Bump pair
+    is such a power of a quadratic), else ``None``. sympy finds the same antiderivative in
+    seconds; this reads it off the form."""
+    factor, rest = integrand.as_independent(t, as_Add=False)
+    if not (isinstance(rest, sp.Pow) and rest.exp == sp.Rational(-1, 2)):
+        return None
+    base = sp.expand(rest.base)
+    if not base.is_polynomial(t):
+        return None
+    poly = sp.Poly(base, t)
+    if poly.degree() != 2 or poly.coeff_monomial(t) != 0:
+        return None
+    P, Q = poly.coeff_monomial(1), -poly.coeff_monomial(t**2)
+    if Q.is_positive is not True and not (Q.is_number and Q > 0):
+        return None
+    return factor / sp.sqrt(Q) * sp.asin(sp.sqrt(Q) * t / sp.sqrt(P))
 
 
 # -- whole functions -------------------------------------------------------------------------------

@@ -96,8 +96,7 @@ def smooth_joins(expr: sp.Expr) -> set:
     link stage's polynomial pieces near a ``0/0`` point join the exact formula there. A rule need
     not be split at them; splitting would only cost nodes. Derivatives are mpmath's differences
     of each side's formula at 60 digits."""
-    pieces = [node for node in sp.preorder_traversal(expr) if isinstance(node, sp.Piecewise)]
-    if not pieces:
+    if not expr.has(sp.Piecewise):
         return set()
     bare = expr.replace(lambda e: isinstance(e, sp.Piecewise), lambda e: sp.Add(*(branch for branch, _ in e.args)))
     others = kink_points(bare)
@@ -199,15 +198,10 @@ class QuadratureExpectation:
         :func:`comparison_nodes` ``(n)`` nodes per piece in one compiled call, and the module."""
         if n not in self._levels:
             m = comparison_nodes(n)
-            module = _module(
-                "\n\n".join(
-                    [
-                        self.source("lo", n=n, one_point_n=n),
-                        self.source("hi", n=m, one_point_n=m),
-                        codegen.second_moment_functions(self.plan),
-                    ]
-                )
-            )
+            parts = [self.source("lo", n=n, one_point_n=n), self.source("hi", n=m, one_point_n=m)]
+            if n == NODE_COUNTS[0]:  # the Cauchy–Schwarz scales are computed with the first level
+                parts.append(codegen.second_moment_functions(self.plan))
+            module = _module("\n\n".join(parts))
             pair = jax.jit(lambda a, b, c: (module._lo_rule(a, b, c), module._hi_rule(a, b, c)))
             one_point = jax.jit(lambda var: (module.lo_one_point(var), module.hi_one_point(var)))
             self._levels[n] = pair, one_point, module
