@@ -312,7 +312,8 @@ def test_every_closed_form_class_is_closed_form():
 
 
 def test_known_formulas_are_reproduced_symbolically():
-    """Derived forms equal published ones (Cho & Saul order 0 and 1, Williams' arcsine kernel)."""
+    """Derived forms equal published ones (Cho & Saul order 0 and 1, Williams' arcsine kernel, its
+    scaled form and erf against a step)."""
     s = sp.sqrt(A * B)
     theta = sp.acos(C / s)
     relu = dekc.gaussian_expectation("relu", "relu").expr
@@ -320,6 +321,12 @@ def test_known_formulas_are_reproduced_symbolically():
     step = dekc.gaussian_expectation("heaviside", "heaviside").expr
     erf = dekc.gaussian_expectation("erf", "erf").expr
     williams = 2 / sp.pi * sp.asin(2 * C / sp.sqrt((1 + 2 * A) * (1 + 2 * B)))
+    # E[erf(αu) erf(βv)] = (2/π) asin(2αβc/√((1 + 2α²a)(1 + 2β²b))) and
+    # E[erf(αu) H(v)] = asin(√2 αc/√(b(1 + 2α²a)))/π (a Price step from c = 0)
+    scaled = dekc.gaussian_expectation("erf(2*eta)", "erf(0.5*eta)").expr
+    scaled_law = 2 / sp.pi * sp.asin(2 * C / sp.sqrt((1 + 8 * A) * (1 + B / 2)))
+    against_step = dekc.gaussian_expectation("erf(1.5*eta)", "heaviside").expr
+    step_law = sp.asin(sp.sqrt(2) * sp.Rational(3, 2) * C / sp.sqrt(B * (1 + sp.Rational(9, 2) * A))) / sp.pi
     rng = np.random.default_rng(0)
     for _ in range(5):
         a, b = rng.uniform(0.1, 3, 2)
@@ -328,6 +335,8 @@ def test_known_formulas_are_reproduced_symbolically():
         assert abs(float((relu - cho_saul_1).subs(subs))) < 1e-13
         assert abs(float((step - (sp.pi - theta) / (2 * sp.pi)).subs(subs))) < 1e-13
         assert abs(float((erf - williams).subs(subs))) < 1e-13
+        assert abs(float((scaled - scaled_law).subs(subs))) < 1e-13
+        assert abs(float((against_step - step_law).subs(subs))) < 1e-13
 
 
 def test_isserlis_for_polynomials():
