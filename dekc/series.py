@@ -22,8 +22,8 @@ rule, and counted. The tails converge fast for smooth functions at moderate
 variance (``T/E f²`` below 1e-15 after 128 terms for ``tanh`` at ``a = 1``) and slowly where the
 function is steep on the scale of ``√a`` (``tanh`` at ``a = 30`` keeps 4e-6 after 400 terms) or has a
 kink: a jump ``Δ`` in the first derivative at 0 leaves ``T ≈ 0.042 Δ² a K^(−3/2)`` (relu's
-coefficients), so near ``|r| = 1`` the first series runs out of terms and the long one, whose
-``|r|^K`` is 8× smaller in the exponent, certifies entries up to ``|r| ≈ 0.997`` at ``a ≈ 0.1``.
+coefficients), so near ``|r| = 1`` the first series runs out of terms; the long one, with eight
+times as many, certifies entries up to ``|r| ≈ 0.997`` at ``a ≈ 0.1`` (the first: ``0.965``).
 
 **Coefficients** are computed by a composite Gauss–Legendre rule on ``|z| ≤ 10`` (Gaussian mass
 beyond: below 2e-23), split at fixed points in ``z`` and at the function's kinks and feature

@@ -150,6 +150,12 @@ def test_series_path_reproduces_a_closed_form_gram(monkeypatch):
     assert np.count_nonzero(r >= 0.1) <= redone <= np.count_nonzero(r >= 0.06)
     assert np.count_nonzero(r >= 0.725) <= through.diagnostics.fallback_entries <= np.count_nonzero(r >= 0.71)
     assert any("certified neither" in str(w.message) for w in caught)
+    # two different sets of inputs: the long series' tables for rows and columns apart
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cross = through.gram(X[:25], X[15:], lam=2.0, bias=0.5)
+    assert through.diagnostics.long_series_entries > 100
+    assert np.max(np.abs(cross - expected[:25, 15:]) / d[:25, 15:]) < 1e-10
 
 
 @pytest.fixture(scope="module")
