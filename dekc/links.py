@@ -942,8 +942,6 @@ def _from_activation(fam: Family, activation, kappa) -> Link:
     else:
         F_left = _antiderivative(_branch(sigma, point, -1), point)
         F_right = _antiderivative(_branch(sigma, point, +1), point)
-    F_minus_inf = _limit(F_left, ETA, -sp.oo)
-    F_plus_inf = _limit(F_right, ETA, sp.oo)
 
     if pattern == "-+":
         if star is None:
@@ -963,7 +961,10 @@ def _from_activation(fam: Family, activation, kappa) -> Link:
                 f"is {'decreasing' if pattern == '+' else 'increasing'} on Θ = {fam.domain_text}: "
                 "R would have to decrease; use an activation of the other sign"
             )
-        # S ranges over [S_min, S_max] + κ; A over [A_min, A_max] on this part of Θ
+        # S ranges over [S_min, S_max] + κ; A over [A_min, A_max] on this part of Θ (only this
+        # branch needs S at ±∞: sympy's limits there cost about a second for tanh-like σ)
+        F_minus_inf = _limit(F_left, ETA, -sp.oo)
+        F_plus_inf = _limit(F_right, ETA, sp.oo)
         f_low, f_high = (F_minus_inf, F_plus_inf) if pattern == "+" else (F_plus_inf, F_minus_inf)
         a_start = _value_at_end(A, theta, part.start, part)
         a_end = _value_at_end(A, theta, part.end, part)
