@@ -19,6 +19,7 @@ SHA-256 of the text above it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import sys
 import types
@@ -141,9 +142,18 @@ class QuadraturePlan:
         return (pieces * n) ** self.dimension
 
 
-def _elementwise_source(name: str, expr: sp.Expr, what: str) -> str:
+def elementwise_source(name: str, expr: sp.Expr, what: str) -> str:
+    """Source of ``def name(x)``: ``expr`` (in ``η``) elementwise, broadcast to ``x``'s shape."""
+    return _elementwise_text(expr, what).replace("def _dekc_elementwise(", f"def {name}(", 1)
+
+
+@functools.lru_cache(maxsize=256)
+def _elementwise_text(expr: sp.Expr, what: str) -> str:
+    """:func:`elementwise_source` under a fixed name (remembered: a kernel prints σ and ρ several times)."""
     try:
-        return function_source(name, ["x"], expr, {ETA: "x"}, result="jnp.broadcast_to({}, jnp.shape(x))")
+        return function_source(
+            "_dekc_elementwise", ["x"], expr, {ETA: "x"}, result="jnp.broadcast_to({}, jnp.shape(x))"
+        )
     except UnprintableError as exc:
         raise ExpressionError(f"{what} = {expr} cannot be evaluated numerically: {exc}") from None
 
@@ -153,6 +163,19 @@ def _nodes_literals(prefix: str, n: int, suffix: str = "") -> str:
     return (
         f"{prefix}_X{suffix} = jnp.asarray({[float(v) for v in x]!r})\n"
         f"{prefix}_W{suffix} = jnp.asarray({[float(v) for v in w]!r})"
+    )
+
+
+def conditional_source(name: str, reduction: sp.Expr) -> str:
+    """Source of ``def name(mu, sigma)``: a closed conditional expectation ``E[g(μ + σZ)]``
+    (``σ`` floored at 1e-150)."""
+    return function_source(
+        name,
+        ["mu", "sigma"],
+        reduction,
+        {MU: "mu", SIGMA: "sigma"},
+        prelude=["sigma = jnp.maximum(sigma, 1e-150)"],
+        doc="E[g(mu + sigma Z)], Z ~ N(0, 1).",
     )
 
 
@@ -174,17 +197,7 @@ def quadrature_functions(
     )
     if plan.reduction is not None:
         inner = f"{p}_G(mean, jnp.broadcast_to(spread, mean.shape))"
-        conditional = (
-            function_source(
-                f"{p}_G",
-                ["mu", "sigma"],
-                plan.reduction,
-                {MU: "mu", SIGMA: "sigma"},
-                prelude=["sigma = jnp.maximum(sigma, 1e-150)"],
-                doc="E[g(mu + sigma Z)], Z ~ N(0, 1).",
-            )
-            + "\n\n"
-        )
+        conditional = conditional_source(f"{p}_G", plan.reduction) + "\n\n"
     else:
         inner = f"_{prefix}_inner(mean, spread)"
         conditional = f'''def {p}_inner(mean, spread):
@@ -208,9 +221,9 @@ def quadrature_functions(
     return f'''{literals}
 
 
-{_elementwise_source(f"{p}_f", plan.f, "f")}
+{elementwise_source(f"{p}_f", plan.f, "f")}
 
-{_elementwise_source(f"{p}_g", plan.g, "g")}
+{elementwise_source(f"{p}_g", plan.g, "g")}
 
 {conditional}def {p}_rule(a, b, c):
     """Composite Gauss-Legendre rule ({n} nodes per piece) in whitened coordinates; a is f's variance."""
@@ -243,20 +256,6 @@ def {prefix}_one_point(a):
     u = sa[..., None, None] * z
     return jnp.sum(w * _quad_phi(z) * {p}_f(u) * {p}_g(u), axis=(-2, -1))
 '''
-
-
-def second_moment_functions(plan: QuadraturePlan, n: int = 128) -> str:
-    """Source of ``_sq_f(var)`` and ``_sq_g(var)``, ``E f(w)²`` and ``E g(w)²``, ``w ~ N(0, var)``
-    (the Cauchy–Schwarz scale of the node-count probes)."""
-    parts = [_nodes_literals("_SQ", n)]
-    for name, expr, kinks in (("f", plan.f, plan.f_kinks), ("g", plan.g, plan.g_kinks)):
-        parts.append(_elementwise_source(f"_sq_{name}_fn", expr, name))
-        parts.append(f"""def _sq_{name}(var):
-    s = jnp.sqrt(var)
-    z, w = _quad_pieces(_quad_breaks({split_points(kinks)!r}, s, jnp.zeros_like(s)), _SQ_X, _SQ_W)
-    return jnp.sum(w * _quad_phi(z) * _sq_{name}_fn(s[..., None, None] * z) ** 2, axis=(-2, -1))
-""")
-    return "\n\n".join(parts)
 
 
 # -- closed forms ----------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ entry; anything else raises :class:`UnprintableError`, so no expression silently
 from __future__ import annotations
 
 import fractions
+import functools
 import itertools
 import math
 import re
@@ -164,8 +165,13 @@ def _rational(p: int, q: int) -> str:
 class JaxPrinter:
     """Prints one expression; :meth:`doprint` returns the source of a Python expression."""
 
-    def __init__(self, names: dict | None = None):
+    def __init__(self, names: dict | None = None, bindings: dict | None = None):
+        """``bindings``: where given, each guarded variable of a ``Piecewise`` branch becomes a local
+        ``_g0, _g1, ...`` (source text → name, in order of first use) computed once, instead of its
+        guard being printed at every occurrence (long polynomial branches repeat the variable tens
+        of times: the traced graph would repeat the guard as often)."""
         self.names = names or {}
+        self.bindings = bindings
 
     def doprint(self, expr) -> str:
         return self._print(stabilise(sp.sympify(expr)))
@@ -281,7 +287,9 @@ class JaxPrinter:
             return self._print(value)
         condition = self._print(valid)
         guarded = {s: f"jnp.where({condition}, {self._print(s)}, {float(x)!r})" for s, x in safe.items()}
-        return JaxPrinter({**self.names, **guarded}).doprint(value)
+        if self.bindings is not None:
+            guarded = {s: self.bindings.setdefault(text, f"_g{len(self.bindings)}") for s, text in guarded.items()}
+        return JaxPrinter({**self.names, **guarded}, self.bindings).doprint(value)
 
 
 class _Expit(sp.Function):
@@ -334,8 +342,10 @@ def _logistic(factors):
 _SAFE_CANDIDATES = (1.0, -1.0, 0.5, -0.5, 2.0, -2.0, 0.0, 4.0, -4.0, 0.25, -0.25, 10.0, -10.0)
 
 
+@functools.lru_cache(maxsize=1024)
 def _safe_point(value, valid):
-    """A point (one value per free symbol, tried jointly) where ``valid`` holds and ``value`` is finite."""
+    """A point (one value per free symbol, tried jointly) where ``valid`` holds and ``value`` is finite
+    (remembered: a kernel prints σ and ρ several times)."""
     value = (
         value.replace(_Expit, lambda x: 1 / (1 + sp.exp(-x)))
         .replace(_Softplus, lambda x: sp.log(1 + sp.exp(x)))
@@ -357,9 +367,10 @@ def _safe_point(value, valid):
     return None
 
 
-def jax_source(expr, names: dict) -> str:
-    """Source of a Python expression for ``expr``; ``names`` maps symbols to variable names."""
-    return JaxPrinter(names).doprint(expr)
+def jax_source(expr, names: dict, bindings: dict | None = None) -> str:
+    """Source of a Python expression for ``expr``; ``names`` maps symbols to variable names;
+    ``bindings`` collects guarded variables to assign first (see :class:`JaxPrinter`)."""
+    return JaxPrinter(names, bindings).doprint(expr)
 
 
 def function_source(
@@ -368,7 +379,8 @@ def function_source(
     """Source of ``def name(*args)`` returning ``expr`` (or a tuple of expressions).
 
     Repeated subexpressions become temporaries ``_t0, _t1, ...`` (``sympy.cse``), except in
-    expressions with ``Piecewise``, whose branches must stay guarded (see :meth:`JaxPrinter._guarded`).
+    expressions with ``Piecewise``, whose branches must stay guarded (see :meth:`JaxPrinter._guarded`):
+    there each branch's guarded variables are locals ``_g0, _g1, ...`` computed once.
     ``prelude`` lines run first (argument guards); ``doc`` becomes the docstring; ``result``
     formats the returned expression (e.g. a broadcast).
     """
@@ -384,7 +396,9 @@ def function_source(
         for symbol, sub in temps:
             lines.append(f"    {symbol} = {jax_source(sub, names)}")
             names[symbol] = str(symbol)
-    printed = [result.format(jax_source(e, names)) for e in exprs]
+    bindings: dict = {}
+    printed = [result.format(jax_source(e, names, bindings)) for e in exprs]
+    lines += [f"    {local} = {text}" for text, local in bindings.items()]
     lines.append(f"    return {', '.join(printed) if several else printed[0]}")
     return "\n".join(_without_dead_assignments(lines)) + "\n"
 

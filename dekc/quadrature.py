@@ -17,13 +17,15 @@ with ``|Q_n − Q_{3n/2}|`` below ``tol/10`` times the Cauchy–Schwarz scale ``
 on probe covariances with ``a, b`` from 1e-4 to 1e4 and ``ρ`` in ``±1, ±0.999, −0.4, 0.3, 0.9``
 (a probe that meets the target is not evaluated at larger ``n``); ``error_bound`` is the largest
 scaled difference seen. The one-point form gets its own ``n`` the same way at variances
-``10^-4 … 10^4``.
+``10^-4 … 10^4``. The search evaluates the rules on the host (:class:`dekc.probes.HostRule`: the
+same rules in numpy around compiled integrands), so that no node count compiles a program.
 The rules are generated source (:func:`dekc.codegen.quadrature_functions`): the same text runs
 here, in kernel modules and under ``jit``/``grad``.
 """
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import mpmath
@@ -35,6 +37,7 @@ from ._jax import jax, jnp
 from .errors import DekcWarning, ExpressionError, NoExpectationError, NotClosedForm
 from .expressions import ETA, kink_points, to_mpmath
 from .gaussian import conditional_expectation
+from .probes import HostRule
 from .validate import is_traced
 
 #: node counts per piece tried in turn (each checked against :func:`comparison_nodes`, 3n/2)
@@ -50,8 +53,6 @@ _PROBE_VARIANCE_PAIRS = [(a, b) for a in (1e-4, 1.0, 1e4) for b in (1e-4, 1.0, 1
 _PROBE_CORRELATIONS = (-1.0, -0.999, -0.4, 0.3, 0.9, 0.999, 1.0)
 #: probe covariances ``(a, b, ρ√(ab))``: variances from 1e-4 to 1e4, correlations up to ``|ρ| = 1``
 PROBES = [(a, b, r * np.sqrt(a * b)) for a, b in _PROBE_VARIANCE_PAIRS for r in _PROBE_CORRELATIONS]
-#: probes evaluated together by a two-dimensional rule (bounds the size of its node tensors)
-_PROBE_CHUNK = 7
 _CHUNK = 4096
 _ONE_POINT_VARIANCES = tuple(10.0**k for k in range(-4, 5))
 
@@ -61,11 +62,9 @@ def plan(f: sp.Expr, g: sp.Expr) -> codegen.QuadraturePlan:
     expectation, else a two-dimensional rule with a discontinuous factor outside (where its
     breakpoints do not move with ``c``)."""
     for first, second, swapped in ((f, g, False), (g, f, True)):
-        try:
-            reduction = conditional_expectation(second)
-        except NotClosedForm:
-            continue
-        return _plan(first, second, reduction, swapped)
+        reduction = _reduction(second)
+        if reduction is not None:
+            return _plan(first, second, reduction, swapped)
     jumpy = lambda e: e.has(sp.Heaviside, sp.sign, sp.Piecewise)
     swapped = jumpy(g) and not jumpy(f)
     return _plan(g, f, None, True) if swapped else _plan(f, g, None, False)
@@ -73,13 +72,24 @@ def plan(f: sp.Expr, g: sp.Expr) -> codegen.QuadraturePlan:
 
 def _plan(f, g, reduction, swapped) -> codegen.QuadraturePlan:
     return codegen.QuadraturePlan(
-        f=f,
-        g=g,
-        reduction=reduction,
-        swapped=swapped,
-        f_kinks=tuple(float(p) for p in sorted(kink_points(f) - smooth_joins(f))),
-        g_kinks=tuple(float(p) for p in sorted(kink_points(g) - smooth_joins(g))),
+        f=f, g=g, reduction=reduction, swapped=swapped, f_kinks=_rule_kinks(f), g_kinks=_rule_kinks(g)
     )
+
+
+# a kernel's three pairs share σ and ρ: what is derived from one function is derived once
+@functools.lru_cache(maxsize=128)
+def _reduction(expr: sp.Expr) -> sp.Expr | None:
+    """``E[expr(μ + sZ)]`` in closed form, or ``None``."""
+    try:
+        return conditional_expectation(expr)
+    except NotClosedForm:
+        return None
+
+
+@functools.lru_cache(maxsize=128)
+def _rule_kinks(expr: sp.Expr) -> tuple[float, ...]:
+    """The kinks a rule is split at: ``expr``'s, less its smooth joins."""
+    return tuple(float(p) for p in sorted(kink_points(expr) - smooth_joins(expr)))
 
 
 #: one-sided derivatives 0 … 4 at a Piecewise boundary must agree to these (relative) for the
@@ -170,11 +180,33 @@ class QuadratureExpectation:
         self.tol = tol
         self.plan = plan(f, g)
         self.one_point_n: int | None = None
-        self._levels: dict = {}
-        pair_scale, one_point_scale, pair_first, one_point_first = self._start()
-        self.n, self.error_bound = self._choose_nodes(pair_scale, pair_first)
-        self.one_point_n, self.one_point_error = self._choose_one_point_nodes(one_point_scale, one_point_first)
-        del self._levels
+        host = HostRule(self.plan)
+        a, b, c = (np.asarray(col) for col in zip(*PROBES))
+        var = np.asarray(_ONE_POINT_VARIANCES)
+        # Cauchy–Schwarz scales √(E f(u)² E g(v)²) at the probes and at the one-point variances
+        sq_f, sq_g = host.second_moments(np.concatenate([a, var]), np.concatenate([b, var]))
+        scale = np.maximum(np.sqrt(sq_f * sq_g), 1e-300)
+
+        def pair(n, which):
+            return host.pair(n, a[which], b[which], c[which]), host.pair(
+                comparison_nodes(n), a[which], b[which], c[which]
+            )
+
+        def one_point(n, which):
+            return host.one_point(n, var[which]), host.one_point(comparison_nodes(n), var[which])
+
+        first = pair(NODE_COUNTS[0], np.arange(len(a)))
+        self.n, self.error_bound = self._select(
+            pair, first, self._finite_probes(first[0]), scale[: len(a)], "on the probe covariances"
+        )
+        first = one_point(NODE_COUNTS[0], np.arange(len(var)))
+        finite = np.isfinite(first[0])
+        central = (var >= 1e-2) & (var <= 1e2)
+        if not finite[central].all():
+            raise self._overflow("in its one-point form")
+        self.one_point_n, self.one_point_error = self._select(
+            one_point, first, finite, scale[len(a) :], "in its one-point form", warn=False
+        )
 
     @property
     def dimension(self) -> int:
@@ -193,82 +225,17 @@ class QuadratureExpectation:
         return codegen.quadrature_functions(self.plan, prefix, n, title, one_point_n)
 
     # -- node count ------------------------------------------------------------------------------
-    def _level(self, n: int):
-        """Jitted ``pair(a, b, c)`` and ``one_point(var)``, each giving the rule with ``n`` and with
-        :func:`comparison_nodes` ``(n)`` nodes per piece in one compiled call, and the module."""
-        if n not in self._levels:
-            m = comparison_nodes(n)
-            parts = [self.source("lo", n=n, one_point_n=n), self.source("hi", n=m, one_point_n=m)]
-            if n == NODE_COUNTS[0]:  # the Cauchy–Schwarz scales are computed with the first level
-                parts.append(codegen.second_moment_functions(self.plan))
-            module = _module("\n\n".join(parts))
-            pair = jax.jit(lambda a, b, c: (module._lo_rule(a, b, c), module._hi_rule(a, b, c)))
-            one_point = jax.jit(lambda var: (module.lo_one_point(var), module.hi_one_point(var)))
-            self._levels[n] = pair, one_point, module
-        return self._levels[n]
-
-    def _start(self):
-        """Cauchy–Schwarz scales ``√(E f(u)² E g(v)²)`` (128 nodes per piece) at the probes and at
-        the one-point variances, and the pair and one-point rules at the first node count and its
-        comparison on every probe, in one compiled call (the two-dimensional pair rule loops over
-        chunks of :data:`_PROBE_CHUNK` probes inside it, bounding its memory)."""
-        module = self._level(NODE_COUNTS[0])[2]
-        a, b, c = (np.asarray(col) for col in zip(*PROBES))
-        var = np.asarray(_ONE_POINT_VARIANCES)
-        k = _PROBE_CHUNK if self.dimension == 2 else len(PROBES)
-        size = -(-len(PROBES) // k) * k
-        chunks = tuple(
-            jnp.asarray(np.concatenate([x, np.full(size - x.size, x[-1])]).reshape(-1, k)) for x in (a, b, c)
-        )
-
-        def start(chunks, var_f, var_g, var):
-            pair = jax.lax.map(lambda abc: (module._lo_rule(*abc), module._hi_rule(*abc)), chunks)
-            one_point = module.lo_one_point(var), module.hi_one_point(var)
-            return module._sq_f(var_f), module._sq_g(var_g), pair, one_point
-
-        sq_f, sq_g, pair, one_point = jax.jit(start)(
-            chunks, jnp.asarray(np.concatenate([a, var])), jnp.asarray(np.concatenate([b, var])), jnp.asarray(var)
-        )
-        scale = np.maximum(np.sqrt(np.asarray(sq_f) * np.asarray(sq_g)), 1e-300)
-        pair_first = tuple(np.asarray(v).reshape(-1)[: len(a)] for v in pair)
-        one_point_first = tuple(np.asarray(v) for v in one_point)
-        return scale[: len(a)], scale[len(a) :], pair_first, one_point_first
-
     def _rule(self, n: int):
-        """The generated rule with ``n`` nodes (``a`` is the variance of ``f``'s argument)."""
+        """The generated rule with ``n`` nodes (``a`` is the variance of ``f``)."""
         (rule,) = _load(self.source("probe", n=n), "_probe_rule")
         return rule
-
-    def _choose_nodes(self, scale, first):
-        """Smallest ``n`` with ``|Q_n − Q_m| ≤ tol·scale/SAFETY`` on every probe (``m`` =
-        :func:`comparison_nodes` ``(n)``); ``first``: the values at the first node count."""
-        a, b, c = (np.asarray(col) for col in zip(*PROBES))
-
-        def values(n, which):
-            return _probe_values(self._level(n)[0], a, b, c, which, self.dimension)
-
-        return self._select(values, first, self._finite_probes(first[0]), scale, "on the probe covariances")
-
-    def _choose_one_point_nodes(self, scale, first):
-        """The same for the one-point form at variances ``10^-4 … 10^4`` (the scale is
-        ``√(E f² E g²)`` at the same variance); ``first``: its values at the first node count."""
-        var = jnp.asarray(_ONE_POINT_VARIANCES)
-
-        def values(n, which):
-            return tuple(np.asarray(v)[which] for v in self._level(n)[1](var))
-
-        finite = np.isfinite(first[0])
-        central = (np.asarray(_ONE_POINT_VARIANCES) >= 1e-2) & (np.asarray(_ONE_POINT_VARIANCES) <= 1e2)
-        if not finite[central].all():
-            raise self._overflow("in its one-point form")
-        return self._select(values, first, finite, scale, "in its one-point form", warn=False)
 
     def _select(self, values, first, finite, scale, where: str, warn: bool = True):
         """The node-count search shared by the pair and one-point forms.
 
         ``values(n, which)`` evaluates the rule with ``n`` and with :func:`comparison_nodes` ``(n)``
-        nodes per piece at the probes ``which``; ``first`` is that pair at ``NODE_COUNTS[0]`` on
-        every probe. A probe is compared at each node count until it meets the target, and is left
+        nodes per piece at the probes ``which`` (:class:`dekc.probes.HostRule`, on the host);
+        ``first`` is that pair at ``NODE_COUNTS[0]`` on every probe. A probe is compared at each node count until it meets the target, and is left
         out of the larger node counts after that (the error of a Gauss–Legendre rule falls with
         ``n``): the chosen ``n`` is the largest any probe needed, and the estimate the largest of
         the probes' last scaled differences. Probes where ``finite`` is False are not checked."""
@@ -353,20 +320,6 @@ def comparison_nodes(n: int) -> int:
     errors fall geometrically with ``n`` for analytic pieces, so ``|Q_n − Q_{3n/2}|`` estimates the
     error of ``Q_n``; in two dimensions it costs 2.25 times ``Q_n`` where ``Q_2n`` would cost 4."""
     return n + n // 2
-
-
-def _probe_values(rule, a, b, c, which, dimension: int) -> tuple[np.ndarray, np.ndarray]:
-    """``rule`` (a pair of rules in one call) at the probes ``which``: all at once in one dimension
-    (then indexed), in chunks of equal size in two (at most :data:`_PROBE_CHUNK`, the last padded
-    by repeating a probe)."""
-    if dimension == 1:
-        lo, hi = rule(jnp.asarray(a), jnp.asarray(b), jnp.asarray(c))
-        return np.asarray(lo)[which], np.asarray(hi)[which]
-    k = min(_PROBE_CHUNK, which.size)  # the few probes left at larger node counts: no padding
-    idx = np.concatenate([which, np.full((-which.size) % k, which[-1])])
-    parts = [rule(*(jnp.asarray(x[idx[i : i + k]]) for x in (a, b, c))) for i in range(0, idx.size, k)]
-    lo, hi = (np.concatenate([np.asarray(p[side]) for p in parts])[: which.size] for side in (0, 1))
-    return lo, hi
 
 
 def _as_arrays(*args):

@@ -16,8 +16,13 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     # every test session compiles into its own fresh kernel cache (cold compiles are tested too)
     os.environ["DEKC_CACHE_DIR"] = tempfile.mkdtemp(prefix="dekc-test-cache-")
-    if not hasattr(config, "workerinput"):  # the controller: workers (pytest-xdist) inherit this folder
+    if not hasattr(config, "workerinput"):  # the controller: workers (pytest-xdist) inherit these folders
         os.environ["DEKC_PROPERTY_COUNTS"] = tempfile.mkdtemp(prefix="dekc-property-counts-")
+        # JAX's own compilation cache, fresh for the session and shared by its workers and the
+        # scripts the tests run: the same kernels are compiled by XLA once, not once per process
+        if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+            os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="dekc-test-xla-")
+            os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 
 def pytest_sessionfinish(session):

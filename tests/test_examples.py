@@ -218,7 +218,8 @@ def _check_sklearn_regression(stdout):
     [
         ("quickstart", _check_quickstart),
         ("custom_family", _check_custom_family),
-        ("sklearn_regression", _check_sklearn_regression),
+        # the scikit-learn adapter has its own tests; this example runs with the slow ones
+        pytest.param("sklearn_regression", _check_sklearn_regression, marks=pytest.mark.slow),
     ],
     ids=["quickstart", "custom_family", "sklearn_regression"],
 )

@@ -335,7 +335,8 @@ def test_slow_derivations_end_within_the_budget(stage, text):
 
 
 def test_the_budget_error_is_typed_and_later_calls_are_unaffected():
-    with dekc.time_budget(1.0), pytest.raises(TimeBudgetError, match="time budget of 1 s"):
+    # this link takes about 7 s the first time in a process and over 1 s with sympy's caches warm
+    with dekc.time_budget(0.25), pytest.raises(TimeBudgetError, match="time budget of 0.25 s"):
         dekc.link("gaussian", reparam="-binomial((1 - acos(eta)), 2)")
     assert dekc.link("gaussian", reparam="relu").R == sp.Max(0, ETA)
     with pytest.raises(TimeBudgetError):
@@ -344,7 +345,7 @@ def test_the_budget_error_is_typed_and_later_calls_are_unaffected():
 
 
 def test_budget_from_the_environment(monkeypatch):
-    monkeypatch.setenv("DEKC_TIME_BUDGET", "0.5")
+    monkeypatch.setenv("DEKC_TIME_BUDGET", "0.25")
     start = time.perf_counter()
     with pytest.raises(TimeBudgetError):
         dekc.link("gaussian", reparam="-binomial((1 - acos(eta)), 2)")

@@ -88,3 +88,26 @@ def test_generated_modules_use_the_helpers():
 
     source = closed_form_functions("K", ClosedForm(sp.asin(RHO) + sp.acos(RHO), sp.Integer(0)))
     assert "_asin(" in source and "_acos(" in source and "jnp.arcsin" not in source
+
+
+def test_a_guarded_branch_variable_is_computed_once():
+    """Each Piecewise branch's guarded variable is one local (a long polynomial branch would
+    otherwise repeat its guard at every occurrence); values and gradients are unchanged."""
+    import sympy as sp
+
+    from dekc import codegen
+    from dekc.expressions import ETA
+
+    x = ETA
+    poly = sum((k + 1) * x**k for k in range(12))
+    expr = sp.Piecewise((sp.sqrt(x) * poly, x > 0), (x**2 * poly, True))
+    source = codegen.elementwise_source("fn", expr, "f")
+    assert source.count("jnp.where(((x > 0.0)), x,") <= 1 and source.count("_g0 = ") == 1
+    assert source.count("jnp.where(") <= 3  # two guards and the branch choice
+    module = codegen.load_module(codegen.expectation_module(source, quadrature=False), "test_printer_guard_once")
+    points = np.array([-2.0, -0.3, 0.0, 0.4, 3.0])
+    p = np.polynomial.polynomial.polyval(points, np.arange(1, 13))
+    want = np.where(points > 0, np.sqrt(np.abs(points)) * p, points**2 * p)
+    np.testing.assert_allclose(np.asarray(module.fn(jnp.asarray(points))), want, rtol=1e-14)
+    grad = jax.grad(lambda t: module.fn(t))(0.0)
+    assert np.isfinite(grad) and grad == 0.0  # the square-root branch is not evaluated at 0

@@ -164,6 +164,7 @@ def test_sum_kernel_params():
 # the optimum sits on bounds (large lam with a large feature scale; the DEKer's own nugget takes
 # the noise from WhiteKernel): sklearn warns, which is expected here
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.slow  # its first gradient call compiles for 15 s; the gradient itself is tested below
 def test_gaussian_process_regression():
     rng = np.random.default_rng(2)
     Xtr = rng.uniform(-3, 3, size=(40, 1))
