@@ -99,7 +99,9 @@ def _quad_breaks(points, scale, shift, *more):
 
 
 def _quad_pieces(breaks, x, w):
-    """Nodes and weights of the composite rule (x, w) over sorted breaks (..., P + 1)."""
+    """Nodes and weights of the composite rule (x, w) over sorted breaks (..., P + 1); x and w are
+    tuples (arrays are made here, under jit as constants: importing a module builds none)."""
+    x, w = jnp.asarray(x, dtype=jnp.float64), jnp.asarray(w, dtype=jnp.float64)
     lo, hi = breaks[..., :-1, None], breaks[..., 1:, None]
     half = (hi - lo) / 2
     return (lo + hi) / 2 + half * x, half * w
@@ -160,10 +162,7 @@ def _elementwise_text(expr: sp.Expr, what: str) -> str:
 
 def _nodes_literals(prefix: str, n: int, suffix: str = "") -> str:
     x, w = np.polynomial.legendre.leggauss(n)
-    return (
-        f"{prefix}_X{suffix} = jnp.asarray({[float(v) for v in x]!r})\n"
-        f"{prefix}_W{suffix} = jnp.asarray({[float(v) for v in w]!r})"
-    )
+    return f"{prefix}_X{suffix} = {tuple(float(v) for v in x)!r}\n{prefix}_W{suffix} = {tuple(float(v) for v in w)!r}"
 
 
 def conditional_source(name: str, reduction: sp.Expr) -> str:
