@@ -17,6 +17,7 @@ from .expressions import as_eta_expression, parse_number
 from .kernel import Kernel
 from .links import Link
 from .links import link as derive_link
+from .registry import convexity_deferred
 from .registry import family as lookup_family
 
 
@@ -62,7 +63,8 @@ def compile_kernel(
     accuracy asked of quadrature-backed expectations. ``cache=False`` regenerates and overwrites
     the cache file. ``parameters`` fix the family's own parameters (e.g. ``k=2``).
     """
-    fam = lookup_family(family, **parameters)
+    with convexity_deferred():  # a sealed cached kernel below shows its family passed
+        fam = lookup_family(family, **parameters)
     if (reparam is None) == (activation is None):
         derive_link(fam, reparam, activation)  # raises the link stage's error
     tol = check_tolerance(tol)
@@ -89,6 +91,7 @@ def compile_kernel(
     the_link = None
     text = kernel_cache.read_cached(path, digest) if cache else None
     if text is None:
+        fam.check_convexity()
         the_link = make_link()
         with limited(f"compiling the kernel of family '{fam.name}' with {route} = {str(spec_expr)[:80]}"):
             text = build_source(the_link, tol=tol, digest=digest, metadata=metadata)

@@ -18,6 +18,7 @@ Sympy expressions passed in place of text are held to the same whitelist (:func:
 from __future__ import annotations
 
 import ast
+import functools
 import math
 from collections.abc import Callable, Mapping
 
@@ -570,9 +571,11 @@ def _with_log1p(expr):
     )
 
 
+@functools.lru_cache(maxsize=256)
 def to_mpmath(expr: sp.Expr, *symbols: sp.Symbol) -> Callable:
     """A scalar mpmath function of ``symbols`` evaluating ``expr`` (``H(0) = 1/2``; ``δ`` is 0 off
-    the origin; ``log(1 + x)`` by ``log1p``)."""
+    the origin; ``log(1 + x)`` by ``log1p``). Remembered per expression: a compile asks for the
+    same few functions dozens of times (the functions are pure)."""
     try:
         return sp.lambdify(
             symbols,

@@ -1184,6 +1184,7 @@ def link(
     overrides the integration constant of the activation route.
     """
     fam = lookup_family(family, **parameters)
+    fam.check_convexity()  # a family from a cached kernel's load may still owe it
     if (reparam is None) == (activation is None):
         raise LinkError("give exactly one of reparam= (R, e.g. 'relu') or activation= (sigma, e.g. 'sigmoid')")
     if reparam is not None:

@@ -5,7 +5,8 @@ import pytest
 import sympy as sp
 
 import dekc
-from dekc.registry import Y, load_family_file
+from dekc import registry
+from dekc.registry import Y, convexity_deferred, load_family_file
 
 BUILTIN = {
     "gaussian",
@@ -129,6 +130,41 @@ def test_register_a_family_object():
     assert sp.simplify(dekc.link("scaled_gaussian", reparam="identity").sigma - 4 * sp.Symbol("eta", real=True)) == 0
     with pytest.raises(dekc.FamilyError, match=r"<Family object>: field 'log_partition': A is not convex"):
         dekc.Family(name="bad", log_partition=-(theta**2), natural_domain=sp.Interval(-sp.oo, sp.oo))
+
+
+def test_a_deferred_convexity_check_runs_before_the_family_is_used():
+    theta = sp.Symbol("theta", real=True)
+    with convexity_deferred():
+        fam = dekc.Family(name="concave", log_partition=-(theta**2), natural_domain=sp.Interval(-sp.oo, sp.oo))
+    for use in (
+        lambda: dekc.link(fam, reparam="identity"),
+        lambda: dekc.compile_kernel(fam, reparam="identity"),
+        fam.check_convexity,
+    ):
+        with pytest.raises(dekc.FamilyError, match="A is not convex"):
+            use()
+    with convexity_deferred(), pytest.raises(dekc.FamilyError, match="must depend on the natural parameter"):
+        dekc.Family(name="flat", log_partition=sp.Integer(1), natural_domain=sp.Interval(-sp.oo, sp.oo))
+
+
+def test_a_cached_kernel_loads_without_the_sampled_check(monkeypatch, tmp_path):
+    """The sealed kernel is the evidence; the check still runs before anything is derived, and
+    the registry never hands out the unchecked family."""
+    monkeypatch.setenv("DEKC_CACHE_DIR", str(tmp_path))
+    dekc.compile_kernel("gaussian", reparam="relu")
+    calls = []
+    check = registry._check_convexity
+    monkeypatch.setattr(registry, "_check_convexity", lambda *args: calls.append(args[0]) or check(*args))
+    for name, value in (("_registry", {}), ("_builtins_loaded", False), ("_lazily_loaded", set())):
+        monkeypatch.setattr(registry, name, value)  # the registry of a fresh process
+    ker = dekc.compile_kernel("gaussian", reparam="relu")
+    assert calls == []
+    assert ker.link.rho is not None
+    assert len(calls) == 1
+    dekc.family("gaussian")
+    assert len(calls) == 2
+    dekc.compile_kernel("gaussian", reparam="relu", cache=False)
+    assert len(calls) == 2  # the registered family was checked when it was loaded
 
 
 BASE = {
