@@ -12,9 +12,15 @@ Everything is measured in this run and printed as ratios; nothing here fails a b
 * accuracy: the largest |G(k) - k| / sqrt(ab) of each result, and their difference;
 * peak memory: the largest growth of the resident set (sampled every millisecond) of a fresh
   process while it computes the n x n result, against the size of the result;
-* compile time: cold (empty cache, in a fresh process) and cached.
+* compile time: cold (empty cache, in a fresh process) and cached;
+* against dekc's own deep NNGP baseline (``dekc.nngp("relu", 1)``, under ``jax.jit`` and called
+  plainly), measured interleaved with the fixed point: the fixed point's time over the jitted
+  NNGP's, and the plain call's over the jitted one;
+* ns per entry of the fixed point for each n in ``--sizes``;
+* the first Gram matrix of a fresh process (kernel cached) with an empty and with a warm XLA
+  compilation cache (``DEKC_XLA_CACHE_DIR``).
 
-Run: ``python benchmarks/gram.py [--n 2000] [--repeat 3]``.
+Run: ``python benchmarks/gram.py [--n 2000] [--repeat 3] [--sizes 1000,2000,4000]``.
 """
 
 from __future__ import annotations
@@ -154,6 +160,14 @@ _CACHED = textwrap.dedent("""
 """)
 
 
+_FIRST = textwrap.dedent("""
+    import sys, time, numpy as np, dekc
+    ker = dekc.compile_kernel("gaussian", reparam="relu")
+    X = np.random.default_rng(0).normal(size=(int(sys.argv[1]), 5))
+    t = time.perf_counter(); ker.gram(X, lam=2.0); print(time.perf_counter() - t)
+""")
+
+
 def run_python(code, *args, env=None):
     out = subprocess.run(
         [sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, env=env, check=True
@@ -165,6 +179,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--sizes", default="1000,2000,4000", help="n for the ns-per-entry line")
     args = parser.parse_args()
     n, lam = args.n, 2.0
 
@@ -182,13 +197,25 @@ def main():
     floor_fn(G).block_until_ready()
     ker.gram(X, lam=lam)  # warm-up: compile
     ker.from_moments(c, mu, lam=lam)
+    nngp = dekc.nngp("relu", 1)
+    nngp_jit = jax.jit(lambda X: nngp(X))
+    nngp_jit(X).block_until_ready()
+    nngp(X)
     # interleaved, so that the load of a shared machine affects floor and kernel alike
-    floors, grams, moments = [], [], []
+    floors, grams, moments, jitted, plain = [], [], [], [], []
     for _ in range(args.repeat):
         floors.append(best_of(lambda: floor_fn(G).block_until_ready(), 3))
         grams.append(best_of(lambda: ker.gram(X, lam=lam), 1))
         moments.append(best_of(lambda: ker.from_moments(c, mu, lam=lam), 1))
+        jitted.append(best_of(lambda: nngp_jit(X).block_until_ready(), 3))
+        plain.append(best_of(lambda: nngp(X), 1))
     floor, dekc_time, moments_time = min(floors), min(grams), min(moments)
+    nngp_time, plain_time = min(jitted), min(plain)
+    ns_per_entry = {}
+    for size in (int(x) for x in args.sizes.split(",")):
+        Xs = np.random.default_rng(2).normal(size=(size, 5))
+        ker.gram(Xs, lam=lam)
+        ns_per_entry[size] = best_of(lambda Xs=Xs: ker.gram(Xs, lam=lam), 2) / (size * (size + 1) / 2) * 1e9
     K = ker.gram(X, lam=lam)
 
     t = time.perf_counter()
@@ -212,6 +239,11 @@ def main():
         env["DEKC_CACHE_DIR"] = cache
         cold, _ = run_python(_COLD, env=env)
         (cached,) = run_python(_CACHED, env=env)
+    with tempfile.TemporaryDirectory() as xla:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+        env["DEKC_XLA_CACHE_DIR"] = xla
+        (first_cold,) = run_python(_FIRST, n, env=env)
+        (first_warm,) = run_python(_FIRST, n, env=env)
 
     print(f"gaussian + relu, relu features, n = {n}, float64, {jax.devices()[0].platform}")
     print(f"  floor (arccos + sqrt pass)      {floor * 1e3:9.1f} ms")
@@ -233,6 +265,16 @@ def main():
         f"({nbytes / 2**20:.1f} MiB; target <= 4)"
     )
     print(f"  compile: cold {cold:.2f} s (target <= 5), cached {cached * 1e3:.1f} ms (target <= 100)")
+    print(
+        f"  jitted NNGP depth 1 (dekc.nngp)  {nngp_time * 1e3:9.1f} ms   fixed point / NNGP = "
+        f"{dekc_time / nngp_time:5.2f} (target <= 3)"
+    )
+    print(f"  NNGP called plainly             {plain_time * 1e3:9.1f} ms   plain / jit = {plain_time / nngp_time:5.2f}")
+    print("  fixed point ns per entry        " + ", ".join(f"n = {k}: {v:.1f}" for k, v in ns_per_entry.items()))
+    print(
+        f"  first gram of a fresh process   {first_cold:.2f} s with an empty XLA cache, "
+        f"{first_warm:.2f} s with a warm one (target <= 1)"
+    )
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ is discarded.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import sympy as sp
 from numpy.typing import ArrayLike
@@ -73,18 +75,36 @@ class NNGP:
         if not traced:
             validate.real(input_scale, "input_scale")
             validate.real(bias, "bias")
-        xt = moments.augment(X, input_scale, bias)
-        yt = xt if symmetric else moments.augment(Y, input_scale, bias)
         n, m = X.shape[0], Y.shape[0]
         validate.check_memory(
             48.0 * n * m,
             f"the ({n}, {m}) {type(self).__name__} Gram matrix and its working arrays",
             "compute it in blocks of rows and save each, or use fewer inputs",
         )
-        # only the upper triangle (with its diagonal) of a symmetric Gram matrix is computed, so
-        # the result is exactly symmetric whatever the rounding of the pair forms
-        i, j = np.triu_indices(n) if symmetric else (np.repeat(np.arange(n), m), np.tile(np.arange(m), n))
-        ids_x, ids_y = moments.row_ids(xt, yt, symmetric)
+        if traced:
+            i, j = _entry_indices.__wrapped__(n, m, symmetric)
+            xt = moments.augment(X, input_scale, bias)
+            yt = xt if symmetric else moments.augment(Y, input_scale, bias)
+            ids_x, ids_y = moments.row_ids(xt, yt, symmetric)
+            return self._gram(X, Y, input_scale, bias, ids_x, ids_y, i, j, symmetric)
+        # a plain call runs the same computation compiled (one XLA program per shape), as fast
+        # as under the caller's own jax.jit
+        xt = moments.augment(np.asarray(X), float(input_scale), float(bias))
+        yt = xt if symmetric else moments.augment(np.asarray(Y), float(input_scale), float(bias))
+        ids = moments.row_ids(xt, yt, symmetric)
+        out = self._compiled(X, Y, input_scale, bias, *ids, *_entry_indices(n, m, symmetric), symmetric)
+        return np.asarray(out, dtype=np.float64)
+
+    @functools.cached_property
+    def _compiled(self):
+        return jax.jit(self._gram, static_argnums=8)
+
+    def _gram(self, X, Y, input_scale, bias, ids_x, ids_y, i, j, symmetric: bool):
+        """The Gram matrix from the inputs, their row ids (:func:`dekc.moments.row_ids`) and the
+        entries ``(i, j)`` to compute."""
+        xt = moments.augment(X, input_scale, bias)
+        yt = xt if symmetric else moments.augment(Y, input_scale, bias)
+        n, m = X.shape[0], Y.shape[0]
         same = moments.same_rows(ids_x, ids_y, i, j)
         products = moments.pair_products(xt, yt)
         diag_x, _, entries = self._layers(
@@ -94,7 +114,7 @@ class NNGP:
         out = jnp.zeros((n, m)).at[i, j].set(values)
         if symmetric:
             out = out.at[j, i].set(values)
-        return out if traced else np.asarray(out, dtype=np.float64)
+        return out
 
     def _step(self, E, sx, sy, s, i, j, same):
         """``w E[f(u) g(v)]`` on the diagonals (one-point form) and on the entries (pair form,
@@ -108,6 +128,15 @@ class NNGP:
         for _ in range(self.depth):
             sx, sy, s = self._step(self._sigma, sx, sy, s, i, j, same)
         return sx, sy, s
+
+
+@functools.lru_cache(maxsize=2)
+def _entry_indices(n: int, m: int, symmetric: bool):
+    """The entries ``(i, j)`` a Gram matrix computes (int32, on the device; the last two shapes
+    are remembered): only the upper triangle with its diagonal when symmetric, so the result is
+    exactly symmetric whatever the rounding of the pair forms."""
+    i, j = np.triu_indices(n) if symmetric else (np.repeat(np.arange(n), m), np.tile(np.arange(m), n))
+    return jnp.asarray(i.astype(np.int32)), jnp.asarray(j.astype(np.int32))
 
 
 class NTK(NNGP):

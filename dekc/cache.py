@@ -23,6 +23,7 @@ import warnings
 from pathlib import Path
 
 from . import codegen
+from ._paths import cache_dir
 from ._version import __version__
 from .errors import CacheError, DekcWarning
 from .io import atomic_output
@@ -30,15 +31,6 @@ from .io import atomic_output
 #: the modules whose code shapes a generated module
 GENERATOR_MODULES = ("codegen", "printer", "gaussian", "expectations", "quadrature", "links", "expressions")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-
-
-def cache_dir() -> Path:
-    """Where generated kernels are cached (created on demand)."""
-    root = os.environ.get("DEKC_CACHE_DIR")
-    if root:
-        return Path(root)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "dekc"
 
 
 def cache_dir_fallback() -> Path:

@@ -108,13 +108,12 @@ class GramDiagnostics:
 
 class ChunkProblems(NamedTuple):
     """The scalar problems of one chunk of entries: variances ``a``, ``b`` (rows of diagonal
-    trajectories for T-step kernels), the input moment ``c``, the ``c`` the solve uses
-    (``c_solve``; 0 for identical inputs unless the limit is asked for), ``μ``, ``μ'``, the start
-    and whether the inputs are identical."""
+    trajectories for T-step kernels), the input moment ``c`` the solve uses (``c_solve``; 0 for
+    identical inputs unless the limit is asked for), ``μ``, ``μ'``, the start and whether the
+    inputs are identical."""
 
     a: Any
     b: Any
-    c: Any
     c_solve: Any
     mu_x: Any
     mu_y: Any
@@ -375,10 +374,13 @@ class Kernel:
                 else:
                     v = np.asarray(v)
                     for layer in range(layers):
-                        _write(out[layer], i[:k], j[:k], v[layer], symmetric)
+                        _write(out[layer], i[:k], j[:k], v[layer])
                     report(lo + k)
         finally:
             report(None)
+        if symmetric and not traced:
+            for layer in range(layers):
+                _mirror(out[layer])
         long_entries = fallback = 0
         if pending:
             rows, cols, p, long_entries, fallback = self._refine(pending, ax[-1], ay[-1], symmetric, options)
@@ -430,7 +432,7 @@ class Kernel:
         if not traced:
             self._report(status, a0=a0, which=which, lam=lam, cd=cd, mu=mu)
             self._check_diagonal_scale(a, which, lam)
-            return a[None, :]
+            return jnp.asarray(a)[None, :]
         a = jnp.where(status == solver.CONVERGED, a, jnp.nan)
         return solver.implicit(lambda t: self._diag_step(t, cd, mu, lam), a)[None, :]
 
@@ -447,14 +449,11 @@ class Kernel:
     def _fixed_chunk(self, problems: ChunkProblems, options: SolveOptions, i, j, gram_series=None, k=0):
         """The chunk's fixed points, and those of its first ``k`` entries (the real ones) the series
         could not certify (:meth:`_refine` solves them again; ``None`` when there are none)."""
-        a, b, c, c_s, mux, muy, p0, same = problems
+        a, b, c_s, mux, muy, p0, same = problems
+        c = c_s  # reported with a failure (identical inputs, whose c_solve is 0 under "exact", cannot fail)
         lam, traced, exact = options.lam, options.traced, options.diagonal == "exact"
         sg = jax.lax.stop_gradient
-        sab = _bounds(a, b)
-        if exact:  # identical inputs take the diagonal value: their bracket [0, 0] is solved at once
-            lo, hi = jnp.where(same, 0.0, -sab), jnp.where(same, 0.0, sab)
-        else:
-            lo, hi = -sab, sab
+        lo, hi = _bracket(a, b, same, exact)
         args = (sg(a), sg(b), sg(c_s), sg(mux), sg(muy), sg(lam))
         if gram_series is not None:
             # the first terms certify most entries; the rest start again from there with every term
@@ -637,15 +636,30 @@ def _entries_of(start, stop, n, m, symmetric):
     return rows, rows + np.arange(start, stop, dtype=np.int64) - np.repeat(offsets[first : last + 1], counts)
 
 
-def _write(out, rows, cols, values, symmetric):
-    """``out[rows, cols] = values`` (and the mirror image) for indices in row-major order, by
-    contiguous row segments (much faster than fancy indexing)."""
+def _write(out, rows, cols, values):
+    """``out[rows, cols] = values`` for indices in row-major order, by contiguous row segments
+    (much faster than fancy indexing)."""
     cuts = np.flatnonzero(np.diff(rows)) + 1
     for start, stop in zip(np.r_[0, cuts], np.r_[cuts, rows.size]):
         r, c0, c1 = rows[start], cols[start], cols[stop - 1] + 1
         out[r, c0:c1] = values[start:stop]
-        if symmetric:
-            out[c0:c1, r] = values[start:stop]
+
+
+_MIRROR_BLOCK = 256
+
+
+def _mirror(out):
+    """Copy the upper triangle of the square ``out`` onto the lower one, in place, by square
+    blocks (a transposed copy of rows is cache-friendly; column by column it is not)."""
+    n = out.shape[0]
+    for r0 in range(0, n, _MIRROR_BLOCK):
+        r1 = min(r0 + _MIRROR_BLOCK, n)
+        block = out[r0:r1, r0:r1]
+        below = np.tril_indices(r1 - r0, -1)
+        block[below] = block.T[below]
+        for c0 in range(r1, n, _MIRROR_BLOCK):
+            c1 = min(c0 + _MIRROR_BLOCK, n)
+            out[c0:c1, r0:r1] = out[r0:r1, c0:c1].T
 
 
 # -- per-chunk compiled pieces ---------------------------------------------------------------------
@@ -669,7 +683,8 @@ def _prepare(entries_fn, corr_fn, limit, i, j, ax, ay, mux, muy, entries_args, c
     else:
         c_s, mx, my, corr = (jnp.where(same, 0.0, v) for v in (c, mx, my, corr))
     a0, b0 = (a[0], b[0]) if a.ndim == 2 else (a, b)  # T-step trajectories: start from the first row
-    return ChunkProblems(a, b, c, c_s, mx, my, corr * jnp.sqrt(a0 * b0), same)
+    # only c_solve is returned: XLA:CPU evaluates a fusion's inputs once per output that needs them
+    return ChunkProblems(a, b, c_s, mx, my, corr * jnp.sqrt(a0 * b0), same)
 
 
 def _padded(part: np.ndarray, arrays: tuple) -> tuple[np.ndarray, list]:
@@ -684,6 +699,16 @@ def _padded(part: np.ndarray, arrays: tuple) -> tuple[np.ndarray, list]:
 def _bounds(a, b):
     """``√(ab)``: an off-diagonal entry lies in ``[−√(ab), √(ab)]`` (Cauchy–Schwarz)."""
     return jax.lax.stop_gradient(jnp.sqrt(a * b))
+
+
+@functools.partial(jax.jit, static_argnums=3)
+def _bracket(a, b, same, exact):
+    """The starting bracket ``[−√(ab), √(ab)]`` (Cauchy–Schwarz); ``[0, 0]`` for identical
+    inputs under ``exact`` (they take the diagonal value)."""
+    sab = jax.lax.stop_gradient(jnp.sqrt(a * b))
+    if exact:
+        return jnp.where(same, 0.0, -sab), jnp.where(same, 0.0, sab)
+    return -sab, sab
 
 
 @functools.partial(jax.jit, static_argnums=4)

@@ -38,6 +38,9 @@ CONVERGED, DIVERGED, EXHAUSTED = 0, 1, 2
 _ESCAPE = 1e150  # iterates beyond this are diverging
 _MIN_COMPACT = 256
 _UNROLL = 1  # iterations per compiled call (then finished entries can leave at once)
+#: whole-chunk passes of :func:`newton` before the entries still moving are gathered (from the
+#: input correlation most entries of a Gram matrix converge within four iterations)
+FAST_PASSES = 4
 
 #: ``step(p) -> (G(p), G'(p))``
 Step = Callable[[jax.Array], tuple[jax.Array, jax.Array]]
@@ -45,10 +48,10 @@ Step = Callable[[jax.Array], tuple[jax.Array, jax.Array]]
 
 class Solution(NamedTuple):
     """Roots ``p`` and a status per entry: :data:`CONVERGED`, :data:`DIVERGED` (or non-finite)
-    or :data:`EXHAUSTED` (out of iterations)."""
+    or :data:`EXHAUSTED` (out of iterations); numpy arrays, JAX arrays under tracing."""
 
-    p: jax.Array
-    status: jax.Array
+    p: np.ndarray | jax.Array
+    status: np.ndarray | jax.Array
 
 
 def pow2_at_least(n: int) -> int:
@@ -117,24 +120,78 @@ def _loop(iteration, step, state, *args):
     return jax.lax.while_loop(cond, body, init)
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _fast_pass(step, first, z, prev, lo, hi, a, b, c, mux, muy, lam, *extra):
+    """One safeguarded Newton iteration of :func:`pair_iteration` whose only output computed from
+    ``G`` is ``z = p + i·converged`` (complex128).
+
+    XLA:CPU fuses every output separately and evaluates ``G`` once per output that depends on it
+    (six times for ``(p, lo, hi, converged)``). So the bracket is updated from the previous move
+    instead: every step goes in the direction of the sign of ``G(p) − p`` (Newton with ``G' < 1``,
+    the plain step, or the midpoint of a bracket that has just been moved to ``p``), so the move
+    ``prev → p`` tells which end ``prev`` becomes. Converged entries stay put.
+    """
+    if first:  # z is the start p0 (real)
+        p, done = z, jnp.zeros(z.shape, bool)
+    else:
+        p, done = jnp.real(z), jnp.imag(z) != 0
+        q = jnp.real(prev)
+        lo = jnp.where(p > q, jnp.maximum(lo, q), lo)
+        hi = jnp.where(p < q, jnp.minimum(hi, q), hi)
+    sab = jnp.maximum(jnp.sqrt(a * b), 1e-300)
+    new, _, _, converged = newton_iteration(lambda t: step(t, a, b, c, mux, muy, lam, *extra), p, lo, hi, sab)
+    return jax.lax.complex(jnp.where(done, p, new), (done | converged).astype(p.dtype)), lo, hi
+
+
+@jax.jit
+def _resume(z, prev, lo, hi, args, keep):
+    """The working state of the entries ``keep`` after the fast passes (the bracket of their last
+    move applied) and their arguments, gathered on the device."""
+    p, q, lo, hi = jnp.real(z)[keep], jnp.real(prev)[keep], lo[keep], hi[keep]
+    lo = jnp.where(p > q, jnp.maximum(lo, q), lo)
+    hi = jnp.where(p < q, jnp.minimum(hi, q), hi)
+    return (p, lo, hi, jnp.zeros(p.shape, bool)), [x[keep] if jnp.ndim(x) else x for x in args]
+
+
 def newton(iteration, step, p0, lo, hi, args, traced: bool) -> Solution:
     """Iterate from ``p0`` with bracket ``[lo, hi]`` until every entry has converged or failed.
 
     ``iteration`` is :func:`pair_iteration` or :func:`diagonal_iteration`, ``args`` its
-    arguments after the state. Eagerly, each iteration is one compiled call over the whole chunk
-    (top-level XLA fusions use every core, loop bodies do not), and entries that have finished
-    leave the arrays: once at most a quarter is still active, the rest are gathered into a
-    smaller power-of-two size (few compiled shapes). Under tracing, a ``while_loop``.
+    arguments after the state. Under tracing, a ``while_loop``. Eagerly, off-diagonal problems
+    first take :data:`FAST_PASSES` whole-chunk passes (:func:`_fast_pass`); then each iteration is
+    one compiled call over the entries still moving (top-level XLA fusions use every core, loop
+    bodies do not), and entries that have finished leave the arrays: once at most a quarter is
+    still active, the rest are gathered into a smaller power-of-two size (few compiled shapes).
     """
-    state = (p0, lo, hi, jnp.zeros(p0.shape, bool))
     if traced:
+        state = (p0, lo, hi, jnp.zeros(p0.shape, bool))
         (p, _, _, _), finished, broken, _ = _loop(iteration, step, state, *args)
         return Solution(p, jnp.where(finished & ~broken, CONVERGED, jnp.where(broken, DIVERGED, EXHAUSTED)))
     size = p0.shape[0]
-    where = np.arange(size)  # position in the caller's arrays of each working entry
-    p_out, status_out = np.empty(size), np.full(size, EXHAUSTED)
-    args = [jnp.broadcast_to(x, p0.shape) if 0 < np.ndim(x) <= p0.ndim else x for x in args]
-    for _ in range(0, MAX_ITER, _UNROLL):
+    iterations = 0
+    if FAST_PASSES and iteration is pair_iteration and size > _MIN_COMPACT and p0.ndim == 1:
+        z = prev = p0
+        for k in range(FAST_PASSES):
+            new, lo, hi = _fast_pass(step, k == 0, z, prev, lo, hi, *args)
+            prev, z = z, new
+        iterations = FAST_PASSES
+        packed = np.asarray(z)
+        p_out, done = packed.real.copy(), packed.imag != 0
+        status_out = np.where(done, CONVERGED, EXHAUSTED)
+        active = size - int(np.count_nonzero(done))
+        if active == 0:
+            return Solution(p_out, status_out)
+        keep = np.flatnonzero(~done)
+        keep = np.concatenate([keep, np.full(max(_MIN_COMPACT, pow2_at_least(active)) - active, keep[0])])
+        args = [jnp.broadcast_to(x, p0.shape) if 0 < np.ndim(x) <= p0.ndim else x for x in args]
+        state, args = _resume(z, prev, lo, hi, args, jnp.asarray(keep.astype(np.int32)))
+        where = keep  # position in the caller's arrays of each working entry
+    else:
+        state = (p0, lo, hi, jnp.zeros(p0.shape, bool))
+        where = np.arange(size)
+        p_out, status_out = np.empty(size), np.full(size, EXHAUSTED)
+        args = [jnp.broadcast_to(x, p0.shape) if 0 < np.ndim(x) <= p0.ndim else x for x in args]
+    for _ in range(iterations, MAX_ITER, _UNROLL):
         state, finished, broken, active = iteration(step, state, *args)
         active = int(active)
         n = state[0].shape[0]
@@ -151,7 +208,7 @@ def newton(iteration, step, p0, lo, hi, args, traced: bool) -> Solution:
     else:
         p, finished = np.asarray(state[0]), np.asarray(finished)
         p_out[where[~finished]] = p[~finished]
-    return Solution(jnp.asarray(p_out), jnp.asarray(status_out))
+    return Solution(p_out, status_out)
 
 
 @jax.jit

@@ -201,6 +201,15 @@ def test_jit_of_a_cross_gram_matches_eager():
     np.testing.assert_allclose(np.asarray(traced), K(X, Y, input_scale=0.8, bias=0.3), rtol=1e-13, atol=0)
 
 
+def test_a_plain_call_runs_compiled_and_matches_jit():
+    """A plain call runs the computation as one compiled program (as fast as under jit): same values."""
+    for K in (nngp("relu", 1), ntk("erf", 2)):
+        plain = K(X, bias=0.3)
+        assert isinstance(plain, np.ndarray) and plain.dtype == np.float64
+        np.testing.assert_allclose(plain, np.asarray(jax.jit(lambda X, K=K: K(X, bias=0.3))(X)), rtol=1e-14, atol=0)
+        np.testing.assert_array_equal(plain, plain.T)
+
+
 # -- argument errors -------------------------------------------------------------------------------
 
 

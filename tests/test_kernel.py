@@ -1,5 +1,6 @@
 """The DEKer runtime: exact cases, fixed-point equations, T-step limits, identical inputs, gradients."""
 
+import os
 import warnings
 
 import jax
@@ -112,6 +113,25 @@ def test_fixed_point_satisfies_an_independent_equation(relu_kernel):
     assert np.max(np.abs(G - K)[off] / scale[off]) <= 1e-13
     diag = (d / 2 - 2 * mu * np.sqrt(d / (2 * np.pi)) + np.diag(c) / 2) / lam**2
     np.testing.assert_allclose(diag, d, rtol=1e-13)
+
+
+@pytest.mark.parametrize("lam", [0.8, 2.0, 12.0])
+def test_whole_chunk_passes_reach_the_roots_of_the_plain_solver(relu_kernel, monkeypatch, lam):
+    """The whole-chunk passes (the bracket updated from the previous move) give the roots the
+    per-iteration solver gives, and they satisfy the independent equation; near-collinear
+    inputs put correlations close to 1, where Newton converges most slowly."""
+    base = RNG.normal(size=(120, 4))
+    Xs = np.concatenate([base, base[:60] + 1e-4 * RNG.normal(size=(60, 4))])
+    K = relu_kernel.gram(Xs, lam=lam, bias=0.2)
+    c, mu, _ = relu_moments(Xs, bias=0.2)
+    d = np.diag(K)
+    off = ~np.eye(len(d), dtype=bool)
+    scale = np.sqrt(np.outer(d, d))
+    G = relu_update(K, d, d, c, mu, mu, lam)
+    assert np.max(np.abs(G - K)[off] / scale[off]) <= 1e-13
+    monkeypatch.setattr(dekc.solver, "FAST_PASSES", 0)
+    plain = relu_kernel.gram(Xs, lam=lam, bias=0.2)
+    assert np.max(np.abs(plain - K) / scale) <= 1e-13
 
 
 @pytest.mark.parametrize(
@@ -335,3 +355,32 @@ def test_bad_inputs_are_refused(relu_kernel):
         relu_kernel.from_moments(np.array([[1.0, 2.0], [2.0, 1.0]]), np.zeros(2))
     with pytest.raises(InputError, match="psi0='input'"):
         relu_kernel.from_moments(np.eye(2), np.zeros(2), psi0="input")
+
+
+# -- the compilation cache -------------------------------------------------------------------------
+
+_XLA_PROBE = """
+import jax, numpy as np, dekc
+print(jax.config.jax_compilation_cache_dir or "")
+dekc.nngp("relu", 1)(np.eye(3))
+"""
+
+
+@pytest.mark.parametrize("setting", ["default", "off", "jax"])
+def test_compiled_programs_are_kept_where_configured(tmp_path, setting):
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "DEKC_XLA"))}
+    env["DEKC_CACHE_DIR"] = str(tmp_path / "kernels")
+    env["DEKC_XLA_CACHE_DIR"] = str(tmp_path / "xla")
+    if setting == "off":
+        env["DEKC_XLA_CACHE"] = "0"
+    if setting == "jax":  # the user's own JAX setting wins
+        env["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path / "mine")
+    out = subprocess.run([sys.executable, "-c", _XLA_PROBE], env=env, capture_output=True, text=True, check=True)
+    where = {"default": tmp_path / "xla", "off": None, "jax": tmp_path / "mine"}[setting]
+    assert out.stdout.strip() == ("" if where is None else str(where))
+    if setting == "default":  # every program is kept (JAX's own default keeps those slower than 1 s)
+        assert any(where.iterdir())
+    assert not (tmp_path / "xla").exists() or setting == "default"
