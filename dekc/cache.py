@@ -133,7 +133,7 @@ def read_cached(path: Path, digest: str) -> str | None:
     if text is not None and codegen.is_complete(text, digest):
         return text
     warnings.warn(
-        f"the cached kernel {path} was changed or corrupted since dekc wrote it (its SHA-256 does not "
+        f"the cached module {path} was changed or corrupted since dekc wrote it (its SHA-256 does not "
         "match); it is regenerated",
         DekcWarning,
         stacklevel=3,

@@ -256,8 +256,8 @@ class Kernel:
         nx, ny = jnp.sum(xt * xt, axis=1), jnp.sum(yt * yt, axis=1)
         products = moments.pair_products(xt, yt)
         s2 = jnp.square(feature_scale)
-        cdx, cdy = s2 * feature.ff.one_point(nx), s2 * feature.ff.one_point(ny)
-        mux, muy = feature_scale * feature.f1.one_point(nx), feature_scale * feature.f1.one_point(ny)
+        cdx, cdy = s2 * feature.ff_one_point(nx), s2 * feature.ff_one_point(ny)
+        mux, muy = feature_scale * feature.f1_one_point(nx), feature_scale * feature.f1_one_point(ny)
         if not traced:
             for which, cd in (("X", cdx), ("Y", cdy)):
                 validate.check_scale(

@@ -384,3 +384,35 @@ def test_compiled_programs_are_kept_where_configured(tmp_path, setting):
     if setting == "default":  # every program is kept (JAX's own default keeps those slower than 1 s)
         assert any(where.iterdir())
     assert not (tmp_path / "xla").exists() or setting == "default"
+
+
+def test_closed_form_feature_moments_load_from_the_sealed_cache(tmp_path, monkeypatch):
+    """ReLU features are derived once and written as a sealed module; a new process (here: the
+    in-process memo cleared) loads them without sympy, and a tampered file is regenerated."""
+    from dekc import moments
+
+    monkeypatch.setenv("DEKC_CACHE_DIR", str(tmp_path))
+    moments._feature_moments.cache_clear()
+    a = jnp.asarray([0.3, 1.0, 7.5])
+    expected_ff = np.asarray(dekc.gaussian_expectation("relu", "relu").one_point(a))
+    expected_f1 = np.asarray(dekc.gaussian_expectation("relu", "1").one_point(a))
+    moments.feature_moments("relu")
+    (written,) = (tmp_path / "features").iterdir()
+    moments._feature_moments.cache_clear()
+
+    def no_derivation(*args, **kwargs):
+        raise AssertionError("derived again")
+
+    monkeypatch.setattr(moments, "gaussian_expectation", no_derivation)
+    loaded = moments.feature_moments("relu")
+    np.testing.assert_array_equal(np.asarray(loaded.ff_one_point(a)), expected_ff)
+    np.testing.assert_array_equal(np.asarray(loaded.f1_one_point(a)), expected_f1)
+    np.testing.assert_allclose(expected_ff, np.asarray(a) / 2, rtol=1e-15)  # E[relu(u)²] = a/2
+    monkeypatch.undo()
+    monkeypatch.setenv("DEKC_CACHE_DIR", str(tmp_path))
+    written.write_text(written.read_text().replace("0.5", "0.6"))
+    moments._feature_moments.cache_clear()
+    with pytest.warns(dekc.DekcWarning, match="changed or corrupted"):
+        again = moments.feature_moments("relu")
+    np.testing.assert_array_equal(np.asarray(again.ff_one_point(a)), expected_ff)
+    moments._feature_moments.cache_clear()

@@ -172,11 +172,10 @@ def test_series_gram_solves_the_quadrature_fixed_point(logistic):
     assert logistic.diagnostics.series_terms in series.TERMS
     assert logistic.diagnostics.fallback_entries == 0
     m = logistic.module
-    feature = dekc.moments.feature_moments("relu")
     xt = dekc.moments.augment(jnp.asarray(X), 1.0, 0.0)
     nx = jnp.sum(xt * xt, axis=1)
-    c = np.asarray(feature.ff(nx[:, None], nx[None, :], xt @ xt.T))
-    mu = np.asarray(feature.f1.one_point(nx))
+    c = np.asarray(dekc.gaussian_expectation("relu", "relu")(nx[:, None], nx[None, :], xt @ xt.T))
+    mu = np.asarray(dekc.gaussian_expectation("relu", "1").one_point(nx))
     i, j = np.triu_indices(7, 1)
     a, b = np.diag(K)[i], np.diag(K)[j]
     G = np.asarray(m.update(K[i, j], a, b, c[i, j], mu[i], mu[j], 3.0))
