@@ -100,6 +100,11 @@ def kernel_path(family_name: str, digest: str) -> Path:
     return cache_dir() / "kernels" / f"{family_name}_{digest[:16]}.py"
 
 
+def features_path(digest: str) -> Path:
+    """The cache file of a feature map's closed-form expectations (:mod:`dekc.moments`)."""
+    return cache_dir() / "features" / f"{digest[:16]}.py"
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so that readers see either nothing or the whole file."""
     path.parent.mkdir(parents=True, exist_ok=True)

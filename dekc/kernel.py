@@ -450,7 +450,6 @@ class Kernel:
         """The chunk's fixed points, and those of its first ``k`` entries (the real ones) the series
         could not certify (:meth:`_refine` solves them again; ``None`` when there are none)."""
         a, b, c_s, mux, muy, p0, same = problems
-        c = c_s  # reported with a failure (identical inputs, whose c_solve is 0 under "exact", cannot fail)
         lam, traced, exact = options.lam, options.traced, options.diagonal == "exact"
         sg = jax.lax.stop_gradient
         lo, hi = _bracket(a, b, same, exact)
@@ -460,7 +459,7 @@ class Kernel:
             first = min(gram_series.terms, _FIRST_TERMS)
             D = gram_series.coefficients(i, j, c_s, mux, muy, first)
             p, status = solver.newton(solver.pair_iteration, self._series_step, p0, lo, hi, (*args, D), traced)
-            self._report(status, a=a, b=b, c=c, mux=mux, muy=muy, lam=lam, i=i, j=j, same=same)
+            self._report(status, a=a, b=b, c=c_s, mux=mux, muy=muy, lam=lam, i=i, j=j, same=same)
             # identical inputs under diagonal="exact" were solved at p = 0, where the bound is 0
             ok = np.array(gram_series.certified(i, j, p, a, b, first))[:k]
             p = np.array(p)
@@ -474,7 +473,7 @@ class Kernel:
             return _finish(jnp.asarray(p), a, b, same, exact), uncertain
         p, status = solver.newton(solver.pair_iteration, self._pair_step, sg(p0), lo, hi, args, traced)
         if not traced:
-            self._report(status, a=a, b=b, c=c, mux=mux, muy=muy, lam=lam, i=i, j=j, same=same)
+            self._report(status, a=a, b=b, c=c_s, mux=mux, muy=muy, lam=lam, i=i, j=j, same=same)
         else:
             p = jnp.where(status == solver.CONVERGED, p, jnp.nan)
             p = solver.implicit(lambda q: self._pair_step(q, a, b, c_s, mux, muy, lam), p)
@@ -528,8 +527,8 @@ class Kernel:
         """Newton from ``p0`` for the problems ``(a, b, c_solve, μ, μ')``, reporting a failure at
         its entry ``(i, j)[idx]``."""
         a, b, c_s, mux, muy = problem
-        sab = _bounds(a, b)
-        q, status = solver.newton(solver.pair_iteration, step, p0, -sab, sab, (a, b, c_s, mux, muy, lam, *extra), False)
+        lo, hi = _bracket(a, b, None, False)
+        q, status = solver.newton(solver.pair_iteration, step, p0, lo, hi, (a, b, c_s, mux, muy, lam, *extra), False)
         self._report(status, a=a, b=b, c=c_s, mux=mux, muy=muy, lam=lam, i=i[idx], j=j[idx])
         return q, status
 
@@ -695,16 +694,11 @@ def _padded(part: np.ndarray, arrays: tuple) -> tuple[np.ndarray, list]:
     return idx, [jnp.asarray(x[idx]) for x in arrays]
 
 
-@jax.jit
-def _bounds(a, b):
-    """``√(ab)``: an off-diagonal entry lies in ``[−√(ab), √(ab)]`` (Cauchy–Schwarz)."""
-    return jax.lax.stop_gradient(jnp.sqrt(a * b))
-
-
 @functools.partial(jax.jit, static_argnums=3)
 def _bracket(a, b, same, exact):
-    """The starting bracket ``[−√(ab), √(ab)]`` (Cauchy–Schwarz); ``[0, 0]`` for identical
-    inputs under ``exact`` (they take the diagonal value)."""
+    """The starting bracket ``[−√(ab), √(ab)]``: an off-diagonal entry lies there
+    (Cauchy–Schwarz); ``[0, 0]`` for identical inputs under ``exact`` (they take the diagonal
+    value)."""
     sab = jax.lax.stop_gradient(jnp.sqrt(a * b))
     if exact:
         return jnp.where(same, 0.0, -sab), jnp.where(same, 0.0, sab)

@@ -102,7 +102,7 @@ def _feature_moments(f: sp.Expr) -> FeatureMoments:
     (``features/``), so a new process loads them instead of deriving them again (sympy takes
     1–2 s for ReLU features); the others are derived in the process."""
     digest = cache.input_hash({"features": sp.srepr(f)})
-    path = cache.cache_dir() / "features" / f"{digest[:16]}.py"
+    path = cache.features_path(digest)
     text = cache.read_cached(path, digest)
     if text is None:
         ff, f1 = gaussian_expectation(f, f), gaussian_expectation(f, sp.Integer(1))

@@ -120,6 +120,13 @@ def _loop(iteration, step, state, *args):
     return jax.lax.while_loop(cond, body, init)
 
 
+def _after_move(p, prev, lo, hi):
+    """The bracket once the move ``prev → p`` is known: it followed the sign of ``G(prev) − prev``
+    (see :func:`_fast_pass`), so ``prev`` becomes its lower end after a move up, its upper end
+    after a move down."""
+    return jnp.where(p > prev, jnp.maximum(lo, prev), lo), jnp.where(p < prev, jnp.minimum(hi, prev), hi)
+
+
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _fast_pass(step, first, z, prev, lo, hi, a, b, c, mux, muy, lam, *extra):
     """One safeguarded Newton iteration of :func:`pair_iteration` whose only output computed from
@@ -135,9 +142,7 @@ def _fast_pass(step, first, z, prev, lo, hi, a, b, c, mux, muy, lam, *extra):
         p, done = z, jnp.zeros(z.shape, bool)
     else:
         p, done = jnp.real(z), jnp.imag(z) != 0
-        q = jnp.real(prev)
-        lo = jnp.where(p > q, jnp.maximum(lo, q), lo)
-        hi = jnp.where(p < q, jnp.minimum(hi, q), hi)
+        lo, hi = _after_move(p, jnp.real(prev), lo, hi)
     sab = jnp.maximum(jnp.sqrt(a * b), 1e-300)
     new, _, _, converged = newton_iteration(lambda t: step(t, a, b, c, mux, muy, lam, *extra), p, lo, hi, sab)
     return jax.lax.complex(jnp.where(done, p, new), (done | converged).astype(p.dtype)), lo, hi
@@ -147,9 +152,8 @@ def _fast_pass(step, first, z, prev, lo, hi, a, b, c, mux, muy, lam, *extra):
 def _resume(z, prev, lo, hi, args, keep):
     """The working state of the entries ``keep`` after the fast passes (the bracket of their last
     move applied) and their arguments, gathered on the device."""
-    p, q, lo, hi = jnp.real(z)[keep], jnp.real(prev)[keep], lo[keep], hi[keep]
-    lo = jnp.where(p > q, jnp.maximum(lo, q), lo)
-    hi = jnp.where(p < q, jnp.minimum(hi, q), hi)
+    p = jnp.real(z)[keep]
+    lo, hi = _after_move(p, jnp.real(prev)[keep], lo[keep], hi[keep])
     return (p, lo, hi, jnp.zeros(p.shape, bool)), [x[keep] if jnp.ndim(x) else x for x in args]
 
 
