@@ -19,9 +19,13 @@ Everything is measured in this run and printed as ratios; nothing here fails a b
   NNGP's, and the plain call's over the jitted one;
 * ns per entry of the fixed point for each n in ``--sizes``;
 * the first Gram matrix of a fresh process (kernel cached) with an empty and with a warm XLA
-  compilation cache (``DEKC_XLA_CACHE_DIR``).
+  compilation cache (``DEKC_XLA_CACHE_DIR``);
+* for each n in ``--grad-sizes``: the compile and run times of ``jax.jit(jax.grad(...))`` of the
+  Gram matrix's sum with respect to ``lam`` (persistent XLA cache off), and the jitted forward
+  call's time over the eager call's.
 
-Run: ``python benchmarks/gram.py [--n 2000] [--repeat 3] [--sizes 1000,2000,4000]``.
+Run: ``python benchmarks/gram.py [--n 2000] [--repeat 3] [--sizes 1000,2000,4000]
+[--grad-sizes 250,1000,2000]``.
 """
 
 from __future__ import annotations
@@ -168,6 +172,27 @@ _FIRST = textwrap.dedent("""
     t = time.perf_counter(); ker.gram(X, lam=2.0); print(time.perf_counter() - t)
 """)
 
+# jit(grad) of sum(gram) with respect to lam, and the jitted forward against the eager call, in a
+# process without the persistent XLA cache (so that the compile times are real)
+_GRAD = textwrap.dedent("""
+    import sys, time, numpy as np, dekc
+    from dekc._jax import jax, jnp
+    ker = dekc.compile_kernel("gaussian", reparam="relu")
+    X = np.random.default_rng(0).normal(size=(int(sys.argv[1]), 5))
+    def timed(fn):
+        fn(); best = float("inf")
+        for _ in range(3):
+            t = time.perf_counter(); fn(); best = min(best, time.perf_counter() - t)
+        return best
+    grad = jax.jit(jax.grad(lambda lam: jnp.sum(ker.gram(X, lam=lam))))
+    t = time.perf_counter(); grad = grad.lower(2.0).compile(); compile_time = time.perf_counter() - t
+    run = timed(lambda: grad(2.0).block_until_ready())
+    forward = jax.jit(lambda lam: ker.gram(X, lam=lam)).lower(2.0).compile()
+    traced = timed(lambda: forward(2.0).block_until_ready())
+    eager = timed(lambda: ker.gram(X, lam=2.0))
+    print(compile_time, run, traced, eager)
+""")
+
 
 def run_python(code, *args, env=None):
     out = subprocess.run(
@@ -181,6 +206,7 @@ def main():
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--sizes", default="1000,2000,4000", help="n for the ns-per-entry line")
+    parser.add_argument("--grad-sizes", default="250,1000,2000", help="n for the jit(grad) lines")
     args = parser.parse_args()
     n, lam = args.n, 2.0
 
@@ -252,6 +278,8 @@ def main():
         env["DEKC_XLA_CACHE_DIR"] = xla
         (first_cold,) = run_python(_FIRST, n, env=env)
         (first_warm,) = run_python(_FIRST, n, env=env)
+        env["DEKC_XLA_CACHE"] = "0"
+        grads = {size: run_python(_GRAD, size, env=env) for size in (int(x) for x in args.grad_sizes.split(","))}
 
     print(f"gaussian + relu, relu features, n = {n}, float64, {jax.devices()[0].platform}")
     print(
@@ -289,6 +317,11 @@ def main():
         f"  first gram of a fresh process   {first_cold:.2f} s with an empty XLA cache, "
         f"{first_warm:.2f} s with a warm one (target <= 1)"
     )
+    for size, (compile_time, run, traced, eager) in grads.items():
+        print(
+            f"  jit(grad) n = {size:<5}             compile {compile_time:5.2f} s (target <= 10), run {run * 1e3:7.1f} ms; "
+            f"jitted forward {traced * 1e3:7.1f} ms = {traced / eager:4.2f} x eager"
+        )
 
 
 if __name__ == "__main__":

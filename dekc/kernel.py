@@ -330,17 +330,20 @@ class Kernel:
         ax = self._diagonal(problem.start.a0_x, problem.x, options, "X")
         ay = ax if symmetric else self._diagonal(problem.start.a0_y, problem.y, options, "Y")
         total = n * (n + 1) // 2 if symmetric else n * m
+        if traced:
+            out = self._solve_traced(problem, options, ax, ay, total)
+            self.diagnostics = GramDiagnostics(total, None, 0, 0)
+            return out if isinstance(options.steps, tuple) else out[0]
         gram_series = None
-        if self._series_pairs and stops is None and not traced:
+        if self._series_pairs and stops is None:
             gram_series = series.GramSeries(self.module, ax[-1], ay[-1], symmetric)
         block = self._chunk if gram_series is None else (1 << 22) // min(gram_series.terms, _FIRST_TERMS)
         chunk = min(block, solver.pow2_at_least(total))
         pending: list = []  # entries the series could not certify, per chunk
         layers = 1 if stops is None else len(stops)
-        out: Any = jnp.zeros((layers, n, m)) if traced else np.empty((layers, n, m))
-        values, pieces = [], []
+        out = np.empty((layers, n, m))
         limit = options.diagonal == "limit" and stops is None
-        report = _progress(None if traced else options.progress, total, chunk)
+        report = _progress(options.progress, total, chunk)
         try:
             for lo in range(0, total, chunk):
                 i, j = _entries_of(lo, min(lo + chunk, total), n, m, symmetric)
@@ -366,19 +369,14 @@ class Kernel:
                     if uncertain is not None:
                         pending.append(uncertain)
                 else:
-                    v = self._steps_chunk(chunk_problems, options.lam, stops, traced, i, j)
-                v = v[:, :k]
-                if traced:
-                    values.append(v)
-                    pieces.append((i[:k], j[:k]))
-                else:
-                    v = np.asarray(v)
-                    for layer in range(layers):
-                        _write(out[layer], i[:k], j[:k], v[layer])
-                    report(lo + k)
+                    v = self._steps_chunk(chunk_problems, options.lam, stops, False, i, j)
+                v = np.asarray(v[:, :k])
+                for layer in range(layers):
+                    _write(out[layer], i[:k], j[:k], v[layer])
+                report(lo + k)
         finally:
             report(None)
-        if symmetric and not traced:
+        if symmetric:
             for layer in range(layers):
                 _mirror(out[layer])
         long_entries = fallback = 0
@@ -398,13 +396,47 @@ class Kernel:
                 DekcWarning,
                 stacklevel=3,
             )
-        if traced:
-            v = jnp.concatenate(values, axis=1)
-            rows, cols = (np.concatenate(idx) for idx in zip(*pieces))
-            out = out.at[:, rows, cols].set(v)
-            if symmetric:
-                out = out.at[:, cols, rows].set(v)
         return out if isinstance(options.steps, tuple) else out[0]
+
+    def _solve_traced(self, problem: GramProblem, options: SolveOptions, ax, ay, total: int):
+        """The entries under tracing: one ``lax.map`` over fixed-size chunks whose indices are
+        computed on the device, so the traced program (and its compile time) does not grow with
+        ``n``. Returns ``(layers, n, m)``."""
+        (n, m), stops, symmetric = problem.shape, options.stops, problem.symmetric
+        chunk = min(self._chunk, solver.pow2_at_least(total))
+        limit = options.diagonal == "limit" and stops is None
+
+        def chunk_values(start):
+            flat = jnp.minimum(start + jnp.arange(chunk), total - 1)
+            i, j = _flat_entries(flat, n, m, symmetric)
+            chunk_problems = _prepare(
+                problem.entries,
+                problem.start.correlation,
+                limit,
+                i,
+                j,
+                ax if stops else ax[-1],
+                ay if stops else ay[-1],
+                problem.x.mu,
+                problem.y.mu,
+                problem.entries_args,
+                problem.start.correlation_args,
+            )
+            if stops is None:
+                v = self._fixed_chunk(chunk_problems, options, i, j)[0][None]
+            else:
+                v = self._steps_chunk(chunk_problems, options.lam, stops, True, i, j)
+            # XLA:CPU runs the fusion that writes a loop's output on one core: keep the work out of it
+            return jax.lax.optimization_barrier(v)
+
+        starts = jnp.arange(0, total, chunk)
+        values = jax.lax.map(chunk_values, starts)  # (chunks, layers, chunk)
+        values = jnp.moveaxis(values, 1, 0).reshape(values.shape[1], -1)
+        if not symmetric:
+            return values[:, : n * m].reshape(-1, n, m)
+        r, c = jnp.arange(n)[:, None], jnp.arange(n)[None, :]
+        low, high = jnp.minimum(r, c), jnp.maximum(r, c)
+        return values[:, _row_offsets(low, n) + high - low]
 
     def _diagonal(self, a0, side: Side, options: SolveOptions, which: str):
         """Diagonal values: the fixed point ``(1, n)``, or for T-step kernels the rows ``(start,
@@ -434,7 +466,7 @@ class Kernel:
             self._check_diagonal_scale(a, which, lam)
             return jnp.asarray(a)[None, :]
         a = jnp.where(status == solver.CONVERGED, a, jnp.nan)
-        return solver.implicit(lambda t: self._diag_step(t, cd, mu, lam), a)[None, :]
+        return solver.implicit(self._diag_step, a, cd, mu, lam)[None, :]
 
     @staticmethod
     def _check_diagonal_scale(values, which, lam):
@@ -476,7 +508,7 @@ class Kernel:
             self._report(status, a=a, b=b, c=c_s, mux=mux, muy=muy, lam=lam, i=i, j=j, same=same)
         else:
             p = jnp.where(status == solver.CONVERGED, p, jnp.nan)
-            p = solver.implicit(lambda q: self._pair_step(q, a, b, c_s, mux, muy, lam), p)
+            p = solver.implicit(self._pair_step, p, a, b, c_s, mux, muy, lam)
         return _finish(p, a, b, same, exact), None
 
     def _refine(self, pending: list, ax, ay, symmetric: bool, options: SolveOptions):
@@ -633,6 +665,23 @@ def _entries_of(start, stop, n, m, symmetric):
     counts = np.minimum(offsets[first + 1 : last + 2], stop) - np.maximum(offsets[first : last + 1], start)
     rows = np.repeat(np.arange(first, last + 1), counts)
     return rows, rows + np.arange(start, stop, dtype=np.int64) - np.repeat(offsets[first : last + 1], counts)
+
+
+def _row_offsets(r, n):
+    """Flat index of entry ``(r, r)`` in the row-major upper triangle of an ``n × n`` matrix."""
+    return r * n - r * (r - 1) // 2
+
+
+def _flat_entries(flat, n, m, symmetric):
+    """:func:`_entries_of` on the device: the row and column of each flat index."""
+    if not symmetric:
+        return flat // m, flat % m
+    # the row solves r² − (2n + 1)r + 2·flat ≥ 0; the float estimate is off by at most one
+    b = 2.0 * n + 1.0
+    r = jnp.floor((b - jnp.sqrt(b * b - 8.0 * flat)) / 2).astype(flat.dtype)
+    r = jnp.where(_row_offsets(r + 1, n) <= flat, r + 1, r)
+    r = jnp.where(_row_offsets(r, n) > flat, r - 1, r)
+    return r, r + flat - _row_offsets(r, n)
 
 
 def _write(out, rows, cols, values):

@@ -167,6 +167,9 @@ def newton(iteration, step, p0, lo, hi, args, traced: bool) -> Solution:
     bodies do not), and entries that have finished leave the arrays: once at most a quarter is
     still active, the rest are gathered into a smaller power-of-two size (few compiled shapes).
     """
+    if traced and iteration is pair_iteration and p0.ndim == 1 and p0.shape[0] > _MIN_COMPACT:
+        p, status = _pair_loop(step, p0, lo, hi, *args)
+        return Solution(p, status)
     if traced:
         state = (p0, lo, hi, jnp.zeros(p0.shape, bool))
         (p, _, _, _), finished, broken, _ = _loop(iteration, step, state, *args)
@@ -215,6 +218,58 @@ def newton(iteration, step, p0, lo, hi, args, traced: bool) -> Solution:
     return Solution(p_out, status_out)
 
 
+def _unfinished(z):
+    p = jnp.real(z)
+    return (jnp.imag(z) == 0) & jnp.isfinite(p) & (jnp.abs(p) <= _ESCAPE)
+
+
+def _passes(step, z, prev, lo, hi, args, count):
+    """``while_loop`` of :func:`_fast_pass` (after the first) until every entry has finished or
+    ``count`` reaches :data:`MAX_ITER`."""
+
+    def cond(carry):
+        return (carry[4] < MAX_ITER) & jnp.any(_unfinished(carry[0]))
+
+    def body(carry):
+        z, prev, lo, hi, k = carry
+        new, lo, hi = _fast_pass(step, False, z, prev, lo, hi, *args)
+        return new, z, lo, hi, k + 1
+
+    return jax.lax.while_loop(cond, body, (z, prev, lo, hi, count))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _pair_loop(step, p0, lo, hi, *args):
+    """:func:`newton` for off-diagonal problems under tracing, with the eager path's work:
+    :data:`FAST_PASSES` whole-chunk passes, then a ``while_loop`` over the entries still moving,
+    gathered into a sixteenth of the chunk when they fit (otherwise over the whole chunk).
+    Returns ``(p, status)``."""
+    z = prev = p0
+    for k in range(FAST_PASSES):
+        new, lo, hi = _fast_pass(step, k == 0, z, prev, lo, hi, *args)
+        # without the barrier XLA fuses consecutive passes and evaluates G many times over
+        prev, z, lo, hi = jax.lax.optimization_barrier((z, new, lo, hi))
+    prev = prev.astype(z.dtype)
+    count = jnp.asarray(FAST_PASSES)
+    size = p0.shape[0] // 16
+    moving = _unfinished(z)
+
+    def few(z, prev, lo, hi):
+        keep = jnp.nonzero(moving, size=size, fill_value=jnp.argmax(moving))[0]
+        sub = [x[keep] if jnp.ndim(x) else x for x in args]
+        state = _passes(step, z[keep], prev[keep], lo[keep], hi[keep], sub, count)
+        return z.at[keep].set(state[0]), state[4]
+
+    def many(z, prev, lo, hi):
+        state = _passes(step, z, prev, lo, hi, args, count)
+        return state[0], state[4]
+
+    z, count = jax.lax.cond(jnp.sum(moving) <= size, few, many, z, prev, lo, hi)
+    p, done = jnp.real(z), jnp.imag(z) != 0
+    broken = ~jnp.isfinite(p) | (jnp.abs(p) > _ESCAPE)
+    return p, jnp.where(done & ~broken, CONVERGED, jnp.where(broken, DIVERGED, EXHAUSTED))
+
+
 @jax.jit
 def _gather(state, args, keep):
     """The entries ``keep`` of every working array, on the device (one call, no host copies);
@@ -222,12 +277,24 @@ def _gather(state, args, keep):
     return tuple(x[keep] for x in state), [x[keep] if jnp.ndim(x) else x for x in args]
 
 
-def implicit(step: Step, p_star):
-    """``p*`` with the derivative ``(∂G/∂θ)/(1 − G')`` attached (one Newton correction, frozen slope)."""
-    p = jax.lax.stop_gradient(p_star)
-    g, dg = step(p)
-    slope = jax.lax.stop_gradient(1.0 - dg)
-    return p + (g - p) / jnp.where(slope == 0, 1.0, slope)
+def implicit(step, p_star, *theta):
+    """``p*`` (a root of ``p = G(p; θ)``, ``step(p, *θ) -> (G, G')``) with the derivative
+    ``dp/dθ = (∂G/∂θ)/(1 − G')`` attached; ``p*`` itself is not differentiated. The correction
+    is computed only when something is differentiated: a traced forward pass costs nothing more."""
+    return _implicit(step, jax.lax.stop_gradient(p_star), *theta)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _implicit(step, p, *theta):
+    return p
+
+
+@_implicit.defjvp
+def _implicit_jvp(step, primals, tangents):
+    p, *theta = primals
+    (_, dg), (dG, _) = jax.jvp(lambda *th: step(p, *th), tuple(theta), tuple(tangents[1:]))
+    slope = 1.0 - dg
+    return p, dG / jnp.where(slope == 0, 1.0, slope)
 
 
 # -- T-step loops ----------------------------------------------------------------------------------

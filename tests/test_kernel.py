@@ -308,6 +308,95 @@ def test_gram_runs_under_jit(relu_kernel):
     assert f(2.0, 0.2).dtype == jnp.float64
 
 
+@pytest.mark.parametrize("lam", [0.8, 2.0])
+def test_traced_gram_in_chunks_satisfies_the_independent_equation(relu_kernel, monkeypatch, lam):
+    """Under jit the entries come from one loop over fixed-size chunks whose indices are computed
+    on the device: several chunks (the last one partial), near-collinear inputs, a block."""
+    monkeypatch.setattr(relu_kernel, "_chunk", 512)
+    base = RNG.normal(size=(60, 4))
+    Xs = np.concatenate([base, base[:30] + 1e-4 * RNG.normal(size=(30, 4))])  # 4095 entries: 8 chunks
+    K = np.asarray(jax.jit(lambda lam_: relu_kernel.gram(Xs, lam=lam_, bias=0.2))(lam))
+    c, mu, _ = relu_moments(Xs, bias=0.2)
+    d = np.diag(K)
+    off = ~np.eye(len(d), dtype=bool)
+    scale = np.sqrt(np.outer(d, d))
+    assert np.max(np.abs(relu_update(K, d, d, c, mu, mu, lam) - K)[off] / scale[off]) <= 1e-13
+    np.testing.assert_array_equal(K, K.T)
+    np.testing.assert_allclose(d, np.diag(relu_kernel.gram(Xs, lam=lam, bias=0.2)), rtol=1e-13)
+    Y = Xs[::2][:37]
+    block = jax.jit(lambda lam_: relu_kernel.gram(Xs, Y, lam=lam_, bias=0.2))(lam)
+    assert block.shape == (90, 37)
+    assert np.max(np.abs(np.asarray(block) - K[:, ::2][:, :37]) / scale[:, ::2][:, :37]) <= 1e-13
+    steps = jax.jit(lambda lam_: relu_kernel.gram(Xs, Y, lam=lam_, bias=0.2, steps=(3, 1)))(lam)
+    np.testing.assert_allclose(steps, relu_kernel.gram(Xs, Y, lam=lam, bias=0.2, steps=(3, 1)), rtol=1e-13, atol=1e-15)
+
+
+def test_traced_solver_when_many_entries_are_still_moving(relu_kernel):
+    """Far starts leave more than a sixteenth of the entries moving after the whole-chunk passes:
+    the traced solver then iterates the whole chunk, and still reaches the roots."""
+    from dekc import solver
+
+    Xs = RNG.normal(size=(40, 4))
+    lam = 2.0
+    c, mu, _ = relu_moments(Xs, bias=0.2)
+    d = np.diag(relu_kernel.gram(Xs, lam=lam, bias=0.2))
+    i, j = np.triu_indices(40, 1)  # 780 problems
+    sab = np.sqrt(d[i] * d[j])
+    args = tuple(jnp.asarray(v) for v in (d[i], d[j], c[i, j], mu[i], mu[j], lam))
+    p0, lo, hi = jnp.asarray(-0.999 * sab), jnp.asarray(-sab), jnp.asarray(sab)
+    step = relu_kernel._pair_step
+    z = prev = p0
+    lo_k, hi_k = lo, hi
+    for k in range(solver.FAST_PASSES):
+        new, lo_k, hi_k = solver._fast_pass(step, k == 0, z, prev, lo_k, hi_k, *args)
+        prev, z = z, new
+    assert np.count_nonzero(np.imag(np.asarray(z)) == 0) > sab.size / 16
+    eager = np.asarray(solver.newton(solver.pair_iteration, step, p0, lo, hi, args, False).p)
+    solve = jax.jit(lambda *a: solver.newton(solver.pair_iteration, step, p0, lo, hi, a, True))
+    p, status = solve(*args)
+    assert np.all(np.asarray(status) == solver.CONVERGED)
+    P = np.diag(d)
+    P[i, j] = P[j, i] = p
+    G = relu_update(P, d, d, c, mu, mu, lam)[i, j]
+    assert np.max(np.abs(G - np.asarray(p)) / sab) <= 1e-13
+    assert np.max(np.abs(np.asarray(p) - eager) / sab) <= 1e-13
+
+
+def test_traced_program_does_not_grow_with_n(relu_kernel, monkeypatch):
+    """jit(grad) traces one loop over the chunks, not one copy of the solver per chunk."""
+    monkeypatch.setattr(relu_kernel, "_chunk", 512)
+
+    def equations(n):
+        Xs = RNG.normal(size=(n, 3))
+        loss = lambda lam: jnp.sum(relu_kernel.gram(Xs, lam=lam))
+        return len(jax.make_jaxpr(jax.grad(loss))(2.0).jaxpr.eqns)
+
+    assert equations(40) == equations(160)  # 2 chunks against 26
+
+
+@pytest.mark.parametrize("n, m, symmetric", [(1, 1, True), (7, 7, True), (300, 300, True), (5, 9, False)])
+def test_entry_indices_on_the_device(n, m, symmetric):
+    from dekc.kernel import _flat_entries
+
+    total = n * (n + 1) // 2 if symmetric else n * m
+    i, j = _flat_entries(jnp.arange(total), n, m, symmetric)
+    rows, cols = np.triu_indices(n) if symmetric else np.divmod(np.arange(total), m)
+    np.testing.assert_array_equal(i, rows)
+    np.testing.assert_array_equal(j, cols)
+
+
+def test_entry_indices_on_the_device_at_row_ends_of_a_large_matrix():
+    from dekc.kernel import _flat_entries
+
+    n = 20000
+    starts = np.concatenate([[0], np.cumsum(n - np.arange(n))])  # flat index of (r, r)
+    r = np.array([0, 1, 2, 99, 4097, 10000, 19997, 19998, 19999])
+    flat = np.concatenate([starts[r], starts[r + 1] - 1])  # (r, r) and (r, n - 1)
+    i, j = _flat_entries(jnp.asarray(flat), n, n, True)
+    np.testing.assert_array_equal(i, np.concatenate([r, r]))
+    np.testing.assert_array_equal(j, np.concatenate([r, np.full(r.size, n - 1)]))
+
+
 def test_from_moments_gradient_with_respect_to_lam(relu_kernel):
     c, mu, _ = relu_moments(X)
     fn = lambda lam: jnp.sum(relu_kernel.from_moments(c, mu, lam=lam))
