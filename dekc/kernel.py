@@ -340,6 +340,7 @@ class Kernel:
         block = self._chunk if gram_series is None else (1 << 22) // min(gram_series.terms, _FIRST_TERMS)
         chunk = min(block, solver.pow2_at_least(total))
         pending: list = []  # entries the series could not certify, per chunk
+        moving: list = []  # entries still moving after the whole-chunk passes, per chunk
         layers = 1 if stops is None else len(stops)
         out = np.empty((layers, n, m))
         limit = options.diagonal == "limit" and stops is None
@@ -350,6 +351,13 @@ class Kernel:
                 k = i.size
                 if k < chunk:  # pad with the first entry: one compiled shape for every chunk
                     i, j = np.concatenate([i, np.full(chunk - k, i[0])]), np.concatenate([j, np.full(chunk - k, j[0])])
+                if stops is None and gram_series is None and solver.uses_passes(chunk):
+                    v, keep = self._passes_chunk(problem, options, ax[-1], ay[-1], i, j)
+                    _write(out[0], i[:k], j[:k], v[:k])
+                    keep = keep[keep < k]
+                    moving.append((i[keep], j[keep]))
+                    report(lo + k)
+                    continue
                 chunk_problems = _prepare(
                     problem.entries,
                     problem.start.correlation,
@@ -374,6 +382,10 @@ class Kernel:
                 for layer in range(layers):
                     _write(out[layer], i[:k], j[:k], v[layer])
                 report(lo + k)
+            if moving:
+                rows, cols = (np.concatenate(x) for x in zip(*moving))
+                if rows.size:
+                    out[0, rows, cols] = self._moving_entries(problem, options, ax[-1], ay[-1], rows, cols)
         finally:
             report(None)
         if symmetric:
@@ -510,6 +522,57 @@ class Kernel:
             p = jnp.where(status == solver.CONVERGED, p, jnp.nan)
             p = solver.implicit(self._pair_step, p, a, b, c_s, mux, muy, lam)
         return _finish(p, a, b, same, exact), None
+
+    def _passes_chunk(self, problem: GramProblem, options: SolveOptions, ax, ay, i, j):
+        """The fixed points of the entries ``(i, j)`` (host indices) after the whole-chunk passes,
+        with preparation and finishing touches in one compiled call (:func:`_chunk_passes`), and
+        the positions of the entries still moving then (a few percent; :meth:`_moving_entries`
+        solves them again)."""
+        limit = options.diagonal == "limit"
+        packed = _chunk_passes(
+            problem.entries,
+            problem.start.correlation,
+            self._pair_step,
+            solver.FAST_PASSES,
+            limit,
+            options.diagonal == "exact",
+            jnp.asarray(i, jnp.int32),
+            jnp.asarray(j, jnp.int32),
+            ax,
+            ay,
+            problem.x.mu,
+            problem.y.mu,
+            problem.entries_args,
+            problem.start.correlation_args,
+            options.lam,
+        )
+        packed = np.asarray(packed)
+        return packed.real, np.flatnonzero(packed.imag == 0)
+
+    def _moving_entries(self, problem: GramProblem, options: SolveOptions, ax, ay, i, j):
+        """The entries ``(i, j)`` still moving after :meth:`_passes_chunk`, solved again from their
+        start by :meth:`_fixed_chunk` (the same iterates, continued), in chunks."""
+        values = np.empty(i.size)
+        limit = options.diagonal == "limit"
+        for lo in range(0, i.size, self._chunk):
+            part = np.arange(lo, min(lo + self._chunk, i.size))
+            idx, (ik, jk) = _padded(part, (i, j), minimum=solver.MIN_PASSES_SIZE)
+            again = _prepare(
+                problem.entries,
+                problem.start.correlation,
+                limit,
+                ik,
+                jk,
+                ax,
+                ay,
+                problem.x.mu,
+                problem.y.mu,
+                problem.entries_args,
+                problem.start.correlation_args,
+            )
+            p, _ = self._fixed_chunk(again, options, i[idx], j[idx])
+            values[part] = np.asarray(p)[: part.size]
+        return values
 
     def _refine(self, pending: list, ax, ay, symmetric: bool, options: SolveOptions):
         """Entries the series could not certify, solved again from their series roots: with the
@@ -735,10 +798,25 @@ def _prepare(entries_fn, corr_fn, limit, i, j, ax, ay, mux, muy, entries_args, c
     return ChunkProblems(a, b, c_s, mx, my, corr * jnp.sqrt(a0 * b0), same)
 
 
-def _padded(part: np.ndarray, arrays: tuple) -> tuple[np.ndarray, list]:
-    """``part`` padded with its first index to a power of two (at least 16; few compiled shapes),
-    and the arrays at those indices."""
-    size = max(16, solver.pow2_at_least(part.size))
+@functools.partial(jax.jit, static_argnums=tuple(range(6)))
+def _chunk_passes(entries_fn, corr_fn, step, passes, limit, exact, i, j, ax, ay, mux, muy, *rest):
+    """The entries ``(i, j)`` as far as :func:`dekc.solver.fast_passes` takes them, in one
+    compiled program: their problems (:func:`_prepare`), the bracket, the passes and
+    :func:`_finish`. Returns the finished values ``+ i·converged`` (complex128) and nothing else:
+    every further output would make XLA evaluate the passes again for it."""
+    entries_args, corr_args, lam = rest
+    a, b, c_s, mx, my, p0, same = _prepare(entries_fn, corr_fn, limit, i, j, ax, ay, mux, muy, entries_args, corr_args)
+    lo, hi = _bracket(a, b, same, exact)
+    # computed once: otherwise XLA evaluates the gathers and input moments again in every pass
+    a, b, c_s, mx, my, p0, same, lo, hi = jax.lax.optimization_barrier((a, b, c_s, mx, my, p0, same, lo, hi))
+    z = solver.fast_passes(step, passes, p0, lo, hi, a, b, c_s, mx, my, lam)[0]
+    return jax.lax.complex(_finish(jnp.real(z), a, b, same, exact), jnp.imag(z))
+
+
+def _padded(part: np.ndarray, arrays: tuple, minimum: int = 16) -> tuple[np.ndarray, list]:
+    """``part`` padded with its first index to a power of two (at least ``minimum``; few
+    compiled shapes), and the arrays at those indices."""
+    size = max(minimum, solver.pow2_at_least(part.size))
     idx = np.concatenate([part, np.full(size - part.size, part[0])])
     return idx, [jnp.asarray(x[idx]) for x in arrays]
 

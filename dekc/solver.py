@@ -37,6 +37,8 @@ MAX_ITER = 200
 CONVERGED, DIVERGED, EXHAUSTED = 0, 1, 2
 _ESCAPE = 1e150  # iterates beyond this are diverging
 _MIN_COMPACT = 256
+#: the fewest off-diagonal problems that start with whole-array passes
+MIN_PASSES_SIZE = 2 * _MIN_COMPACT
 _UNROLL = 1  # iterations per compiled call (then finished entries can leave at once)
 #: whole-chunk passes of :func:`newton` before the entries still moving are gathered (from the
 #: input correlation most entries of a Gram matrix converge within four iterations)
@@ -162,43 +164,72 @@ def newton(iteration, step, p0, lo, hi, args, traced: bool) -> Solution:
 
     ``iteration`` is :func:`pair_iteration` or :func:`diagonal_iteration`, ``args`` its
     arguments after the state. Under tracing, a ``while_loop``. Eagerly, off-diagonal problems
-    first take :data:`FAST_PASSES` whole-chunk passes (:func:`_fast_pass`); then each iteration is
-    one compiled call over the entries still moving (top-level XLA fusions use every core, loop
-    bodies do not), and entries that have finished leave the arrays: once at most a quarter is
-    still active, the rest are gathered into a smaller power-of-two size (few compiled shapes).
+    first take :data:`FAST_PASSES` whole-chunk passes (:func:`fast_passes`, one compiled call);
+    the entries still moving then continue (:func:`resume`).
     """
-    if traced and iteration is pair_iteration and p0.ndim == 1 and p0.shape[0] > _MIN_COMPACT:
-        p, status = _pair_loop(step, p0, lo, hi, *args)
-        return Solution(p, status)
-    if traced:
-        state = (p0, lo, hi, jnp.zeros(p0.shape, bool))
-        (p, _, _, _), finished, broken, _ = _loop(iteration, step, state, *args)
-        return Solution(p, jnp.where(finished & ~broken, CONVERGED, jnp.where(broken, DIVERGED, EXHAUSTED)))
-    size = p0.shape[0]
-    iterations = 0
-    if FAST_PASSES and iteration is pair_iteration and size > _MIN_COMPACT and p0.ndim == 1:
-        z = prev = p0
-        for k in range(FAST_PASSES):
-            new, lo, hi = _fast_pass(step, k == 0, z, prev, lo, hi, *args)
-            prev, z = z, new
-        iterations = FAST_PASSES
-        packed = np.asarray(z)
+    passes = FAST_PASSES
+    if iteration is pair_iteration and p0.ndim == 1 and uses_passes(p0.shape[0]):
+        if traced:
+            return Solution(*_pair_loop(step, passes, p0, lo, hi, *args))
+        state = _fast_passes(step, passes, p0, lo, hi, *args)
+        packed = np.asarray(state[0])
         p_out, done = packed.real.copy(), packed.imag != 0
         status_out = np.where(done, CONVERGED, EXHAUSTED)
-        active = size - int(np.count_nonzero(done))
-        if active == 0:
-            return Solution(p_out, status_out)
         keep = np.flatnonzero(~done)
-        keep = np.concatenate([keep, np.full(max(_MIN_COMPACT, pow2_at_least(active)) - active, keep[0])])
-        args = [jnp.broadcast_to(x, p0.shape) if 0 < np.ndim(x) <= p0.ndim else x for x in args]
-        state, args = _resume(z, prev, lo, hi, args, jnp.asarray(keep.astype(np.int32)))
-        where = keep  # position in the caller's arrays of each working entry
-    else:
-        state = (p0, lo, hi, jnp.zeros(p0.shape, bool))
-        where = np.arange(size)
-        p_out, status_out = np.empty(size), np.full(size, EXHAUSTED)
-        args = [jnp.broadcast_to(x, p0.shape) if 0 < np.ndim(x) <= p0.ndim else x for x in args]
-    for _ in range(iterations, MAX_ITER, _UNROLL):
+        if keep.size:
+            p_out[keep], status_out[keep] = resume(step, passes, state, args, keep)
+        return Solution(p_out, status_out)
+    state = (p0, lo, hi, jnp.zeros(p0.shape, bool))
+    if traced:
+        (p, _, _, _), finished, broken, _ = _loop(iteration, step, state, *args)
+        return Solution(p, jnp.where(finished & ~broken, CONVERGED, jnp.where(broken, DIVERGED, EXHAUSTED)))
+    return _compacting(iteration, step, state, _broadcast(args, p0.shape), 0)
+
+
+def uses_passes(size: int) -> bool:
+    """Whether :func:`newton` starts ``size`` off-diagonal problems with whole-array passes."""
+    return bool(FAST_PASSES) and size >= MIN_PASSES_SIZE
+
+
+def _broadcast(args, shape):
+    return [jnp.broadcast_to(x, shape) if 0 < np.ndim(x) <= len(shape) else x for x in args]
+
+
+def fast_passes(step, passes: int, p0, lo, hi, *args):
+    """``passes`` (≥ 1) whole-array passes of :func:`_fast_pass` from ``p0``, traceable (callers
+    compile it with the work around it). Returns the state ``(z, prev, lo, hi)``: ``z`` packs
+    ``p + i·converged``, ``prev`` the iterate before, ``[lo, hi]`` the bracket before the last move."""
+    z = prev = p0
+    for k in range(passes):
+        new, lo, hi = _fast_pass(step, k == 0, z, prev, lo, hi, *args)
+        # without the barrier XLA fuses consecutive passes and evaluates G many times over
+        prev, z, lo, hi = jax.lax.optimization_barrier((z, new, lo, hi))
+    return z, prev.astype(z.dtype), lo, hi
+
+
+_fast_passes = jax.jit(fast_passes, static_argnums=(0, 1))
+
+
+def resume(step, passes: int, state, args, keep: np.ndarray) -> Solution:
+    """Continue the entries ``keep`` (host indices, not converged) of a :func:`fast_passes` state
+    with the per-iteration loop; their roots and statuses, numpy arrays of ``keep``'s size."""
+    active = keep.size
+    keep = np.concatenate([keep, np.full(max(_MIN_COMPACT, pow2_at_least(active)) - active, keep[0])])
+    z = state[0]
+    state, args = _resume(*state, _broadcast(args, z.shape), jnp.asarray(keep.astype(np.int32)))
+    p, status = _compacting(pair_iteration, step, state, args, passes)
+    return Solution(p[:active], status[:active])
+
+
+def _compacting(iteration, step, state, args, first: int) -> Solution:
+    """The per-iteration loop from iteration ``first``: each iteration is one compiled call over the
+    entries still moving (top-level XLA fusions use every core, loop bodies do not), and entries
+    that have finished leave the arrays: once at most a quarter is still active, the rest are
+    gathered into a smaller power-of-two size (few compiled shapes)."""
+    size = state[0].shape[0]
+    where = np.arange(size)  # position in the caller's arrays of each working entry
+    p_out, status_out = np.empty(size), np.full(size, EXHAUSTED)
+    for _ in range(first, MAX_ITER, _UNROLL):
         state, finished, broken, active = iteration(step, state, *args)
         active = int(active)
         n = state[0].shape[0]
@@ -238,19 +269,13 @@ def _passes(step, z, prev, lo, hi, args, count):
     return jax.lax.while_loop(cond, body, (z, prev, lo, hi, count))
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _pair_loop(step, p0, lo, hi, *args):
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _pair_loop(step, passes, p0, lo, hi, *args):
     """:func:`newton` for off-diagonal problems under tracing, with the eager path's work:
-    :data:`FAST_PASSES` whole-chunk passes, then a ``while_loop`` over the entries still moving,
-    gathered into a sixteenth of the chunk when they fit (otherwise over the whole chunk).
-    Returns ``(p, status)``."""
-    z = prev = p0
-    for k in range(FAST_PASSES):
-        new, lo, hi = _fast_pass(step, k == 0, z, prev, lo, hi, *args)
-        # without the barrier XLA fuses consecutive passes and evaluates G many times over
-        prev, z, lo, hi = jax.lax.optimization_barrier((z, new, lo, hi))
-    prev = prev.astype(z.dtype)
-    count = jnp.asarray(FAST_PASSES)
+    :func:`fast_passes`, then a ``while_loop`` over the entries still moving, gathered into a
+    sixteenth of the chunk when they fit (otherwise over the whole chunk). Returns ``(p, status)``."""
+    z, prev, lo, hi = fast_passes(step, passes, p0, lo, hi, *args)
+    count = jnp.asarray(passes)
     size = p0.shape[0] // 16
     moving = _unfinished(z)
 
