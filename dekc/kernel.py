@@ -251,13 +251,9 @@ class Kernel:
                     advice="rescale the inputs (X, input_scale, bias)",
                 )
         feature = moments.feature_moments(features)
-        xt = moments.augment(X, input_scale, bias)
-        yt = xt if symmetric else moments.augment(Y, input_scale, bias)
-        nx, ny = jnp.sum(xt * xt, axis=1), jnp.sum(yt * yt, axis=1)
-        products = moments.pair_products(xt, yt)
-        s2 = jnp.square(feature_scale)
-        cdx, cdy = s2 * feature.ff_one_point(nx), s2 * feature.ff_one_point(ny)
-        mux, muy = feature_scale * feature.f1_one_point(nx), feature_scale * feature.f1_one_point(ny)
+        xt, yt, nx, ny, products, s2, cdx, cdy, mux, muy = moments.input_moments(
+            feature, symmetric, X, X if symmetric else Y, input_scale, bias, feature_scale
+        )
         if not traced:
             for which, cd in (("X", cdx), ("Y", cdy)):
                 validate.check_scale(
@@ -462,6 +458,20 @@ class Kernel:
                 _raise_nonfinite(at_stops[-1], which, "diagonal", lam, order[-1], self.lambda_bound())
                 self._check_diagonal_scale(at_stops, which, lam)
             return jnp.concatenate([jnp.broadcast_to(a0, cd.shape)[None], cd[None], at_stops])
+        if not traced:  # numpy: no eager JAX operations (each is a compiled program)
+            start = np.maximum(np.asarray(a0, np.float64), 0.0)
+            a, status = solver.newton(
+                solver.diagonal_iteration,
+                self._diag_step,
+                start,
+                np.zeros_like(start),
+                np.full_like(start, np.inf),
+                (cd, mu, lam),
+                traced,
+            )
+            self._report(status, a0=a0, which=which, lam=lam, cd=cd, mu=mu)
+            self._check_diagonal_scale(a, which, lam)
+            return np.asarray(a)[None, :]
         sg = jax.lax.stop_gradient
         start = jnp.maximum(sg(a0), 0.0)
         a, status = solver.newton(
@@ -473,10 +483,6 @@ class Kernel:
             (sg(cd), sg(mu), sg(lam)),
             traced,
         )
-        if not traced:
-            self._report(status, a0=a0, which=which, lam=lam, cd=cd, mu=mu)
-            self._check_diagonal_scale(a, which, lam)
-            return jnp.asarray(a)[None, :]
         a = jnp.where(status == solver.CONVERGED, a, jnp.nan)
         return solver.implicit(self._diag_step, a, cd, mu, lam)[None, :]
 
@@ -523,55 +529,44 @@ class Kernel:
             p = solver.implicit(self._pair_step, p, a, b, c_s, mux, muy, lam)
         return _finish(p, a, b, same, exact), None
 
-    def _passes_chunk(self, problem: GramProblem, options: SolveOptions, ax, ay, i, j):
-        """The fixed points of the entries ``(i, j)`` (host indices) after the whole-chunk passes,
-        with preparation and finishing touches in one compiled call (:func:`_chunk_passes`), and
-        the positions of the entries still moving then (a few percent; :meth:`_moving_entries`
-        solves them again)."""
+    def _passes_chunk(self, problem: GramProblem, options: SolveOptions, ax, ay, i, j, solve: bool = False):
+        """The entries ``(i, j)`` (host indices) from one compiled call (:func:`_chunk_program`).
+        With ``solve`` False, their values after the whole-chunk passes and the positions of the
+        entries still moving then (a few percent: :meth:`_moving_entries`); with ``solve``, their
+        fixed points (a failure raises :class:`ConvergenceError` naming its entry)."""
         limit = options.diagonal == "limit"
-        packed = _chunk_passes(
+        sides = (ax, ay, problem.x.mu, problem.y.mu, problem.entries_args, problem.start.correlation_args)
+        packed = _chunk_program(
             problem.entries,
             problem.start.correlation,
             self._pair_step,
             solver.FAST_PASSES,
             limit,
             options.diagonal == "exact",
-            jnp.asarray(i, jnp.int32),
-            jnp.asarray(j, jnp.int32),
-            ax,
-            ay,
-            problem.x.mu,
-            problem.y.mu,
-            problem.entries_args,
-            problem.start.correlation_args,
+            solve,
+            np.asarray(i, np.int32),
+            np.asarray(j, np.int32),
+            *sides,
             options.lam,
         )
         packed = np.asarray(packed)
-        return packed.real, np.flatnonzero(packed.imag == 0)
+        if not solve:
+            return packed.real, np.flatnonzero(packed.imag == 0)
+        status = packed.imag.astype(np.int64)
+        if status.any():
+            a, b, c_s, mux, muy, _, same = _prepare(problem.entries, problem.start.correlation, limit, i, j, *sides)
+            self._report(status, a=a, b=b, c=c_s, mux=mux, muy=muy, lam=options.lam, i=i, j=j, same=same)
+        return packed.real, None
 
     def _moving_entries(self, problem: GramProblem, options: SolveOptions, ax, ay, i, j):
-        """The entries ``(i, j)`` still moving after :meth:`_passes_chunk`, solved again from their
-        start by :meth:`_fixed_chunk` (the same iterates, continued), in chunks."""
+        """The entries ``(i, j)`` still moving after the whole-chunk passes, solved again from
+        their start (the same iterates, continued) in one compiled call per chunk."""
         values = np.empty(i.size)
-        limit = options.diagonal == "limit"
         for lo in range(0, i.size, self._chunk):
             part = np.arange(lo, min(lo + self._chunk, i.size))
-            idx, (ik, jk) = _padded(part, (i, j), minimum=solver.MIN_PASSES_SIZE)
-            again = _prepare(
-                problem.entries,
-                problem.start.correlation,
-                limit,
-                ik,
-                jk,
-                ax,
-                ay,
-                problem.x.mu,
-                problem.y.mu,
-                problem.entries_args,
-                problem.start.correlation_args,
-            )
-            p, _ = self._fixed_chunk(again, options, i[idx], j[idx])
-            values[part] = np.asarray(p)[: part.size]
+            size = max(solver.MIN_PASSES_SIZE, solver.pow2_at_least(part.size))
+            idx = np.concatenate([part, np.full(size - part.size, part[0])])
+            values[part] = self._passes_chunk(problem, options, ax, ay, i[idx], j[idx], solve=True)[0][: part.size]
         return values
 
     def _refine(self, pending: list, ax, ay, symmetric: bool, options: SolveOptions):
@@ -798,18 +793,23 @@ def _prepare(entries_fn, corr_fn, limit, i, j, ax, ay, mux, muy, entries_args, c
     return ChunkProblems(a, b, c_s, mx, my, corr * jnp.sqrt(a0 * b0), same)
 
 
-@functools.partial(jax.jit, static_argnums=tuple(range(6)))
-def _chunk_passes(entries_fn, corr_fn, step, passes, limit, exact, i, j, ax, ay, mux, muy, *rest):
-    """The entries ``(i, j)`` as far as :func:`dekc.solver.fast_passes` takes them, in one
-    compiled program: their problems (:func:`_prepare`), the bracket, the passes and
-    :func:`_finish`. Returns the finished values ``+ i·converged`` (complex128) and nothing else:
-    every further output would make XLA evaluate the passes again for it."""
+@functools.partial(jax.jit, static_argnums=tuple(range(7)))
+def _chunk_program(entries_fn, corr_fn, step, passes, limit, exact, solve, i, j, ax, ay, mux, muy, *rest):
+    """The entries ``(i, j)`` in one compiled program: their problems (:func:`_prepare`), the
+    bracket, then :func:`dekc.solver.fast_passes` (``solve`` False) or the whole solve,
+    :func:`dekc.solver.solve_passes`, and :func:`_finish`. Returns ``value + i·flag`` (complex128),
+    the flag being "converged" after the passes alone, the status after the whole solve, and
+    nothing else: XLA:CPU would evaluate the passes again for every further output."""
     entries_args, corr_args, lam = rest
     a, b, c_s, mx, my, p0, same = _prepare(entries_fn, corr_fn, limit, i, j, ax, ay, mux, muy, entries_args, corr_args)
     lo, hi = _bracket(a, b, same, exact)
     # computed once: otherwise XLA evaluates the gathers and input moments again in every pass
     a, b, c_s, mx, my, p0, same, lo, hi = jax.lax.optimization_barrier((a, b, c_s, mx, my, p0, same, lo, hi))
-    z = solver.fast_passes(step, passes, p0, lo, hi, a, b, c_s, mx, my, lam)[0]
+    args = (a, b, c_s, mx, my, lam)
+    if solve:
+        p, status = solver.solve_passes(step, passes, p0, lo, hi, *args)
+        return jax.lax.complex(_finish(p, a, b, same, exact), status.astype(p.dtype))
+    z = solver.fast_passes(step, passes, p0, lo, hi, *args)[0]
     return jax.lax.complex(_finish(jnp.real(z), a, b, same, exact), jnp.imag(z))
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import sympy as sp
@@ -119,6 +119,44 @@ def _feature_moments(f: sp.Expr) -> FeatureMoments:
         jax.jit(module.FF_one_point),
         jax.jit(module.F1_one_point),
         functools.partial(gram_entries, jax.jit(module._FF_form)),
+    )
+
+
+class InputMoments(NamedTuple):
+    """What a Gram matrix needs from its inputs: ``x̃``, ``ỹ``, ``|x̃|²``, ``|ỹ|²``, the pair
+    products (:func:`pair_products`), ``s²``, ``c(x, x)``, ``c(y, y)``, ``μ(x)``, ``μ(y)``."""
+
+    xt: Any
+    yt: Any
+    nx: Any
+    ny: Any
+    products: Any
+    s2: Any
+    cdx: Any
+    cdy: Any
+    mux: Any
+    muy: Any
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def input_moments(feature: FeatureMoments, symmetric: bool, X, Y, input_scale, bias, feature_scale) -> InputMoments:
+    """:class:`InputMoments` of ``X`` and ``Y`` (``Y`` ignored when ``symmetric``) for the feature
+    map ``feature``, as one compiled program."""
+    xt = augment(X, input_scale, bias)
+    yt = xt if symmetric else augment(Y, input_scale, bias)
+    nx, ny = jnp.sum(xt * xt, axis=1), jnp.sum(yt * yt, axis=1)
+    s2 = jnp.square(feature_scale)
+    return InputMoments(
+        xt,
+        yt,
+        nx,
+        ny,
+        pair_products(xt, yt),
+        s2,
+        s2 * feature.ff_one_point(nx),
+        s2 * feature.ff_one_point(ny),
+        feature_scale * feature.f1_one_point(nx),
+        feature_scale * feature.f1_one_point(ny),
     )
 
 

@@ -179,7 +179,7 @@ def newton(iteration, step, p0, lo, hi, args, traced: bool) -> Solution:
         if keep.size:
             p_out[keep], status_out[keep] = resume(step, passes, state, args, keep)
         return Solution(p_out, status_out)
-    state = (p0, lo, hi, jnp.zeros(p0.shape, bool))
+    state = (p0, lo, hi, (jnp if traced else np).zeros(p0.shape, bool))
     if traced:
         (p, _, _, _), finished, broken, _ = _loop(iteration, step, state, *args)
         return Solution(p, jnp.where(finished & ~broken, CONVERGED, jnp.where(broken, DIVERGED, EXHAUSTED)))
@@ -192,7 +192,7 @@ def uses_passes(size: int) -> bool:
 
 
 def _broadcast(args, shape):
-    return [jnp.broadcast_to(x, shape) if 0 < np.ndim(x) <= len(shape) else x for x in args]
+    return [jnp.broadcast_to(x, shape) if 0 < np.ndim(x) <= len(shape) and np.shape(x) != shape else x for x in args]
 
 
 def fast_passes(step, passes: int, p0, lo, hi, *args):
@@ -269,14 +269,14 @@ def _passes(step, z, prev, lo, hi, args, count):
     return jax.lax.while_loop(cond, body, (z, prev, lo, hi, count))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _pair_loop(step, passes, p0, lo, hi, *args):
-    """:func:`newton` for off-diagonal problems under tracing, with the eager path's work:
-    :func:`fast_passes`, then a ``while_loop`` over the entries still moving, gathered into a
-    sixteenth of the chunk when they fit (otherwise over the whole chunk). Returns ``(p, status)``."""
+def solve_passes(step, passes: int, p0, lo, hi, *args):
+    """:func:`newton` for off-diagonal problems inside one traceable program, with the eager
+    path's work: :func:`fast_passes`, then a ``while_loop`` over the entries still moving,
+    gathered into an eighth of the array when they fit there (otherwise over the whole array).
+    Returns ``(p, status)``."""
     z, prev, lo, hi = fast_passes(step, passes, p0, lo, hi, *args)
     count = jnp.asarray(passes)
-    size = p0.shape[0] // 16
+    size = p0.shape[0] // 8
     moving = _unfinished(z)
 
     def few(z, prev, lo, hi):
@@ -293,6 +293,9 @@ def _pair_loop(step, passes, p0, lo, hi, *args):
     p, done = jnp.real(z), jnp.imag(z) != 0
     broken = ~jnp.isfinite(p) | (jnp.abs(p) > _ESCAPE)
     return p, jnp.where(done & ~broken, CONVERGED, jnp.where(broken, DIVERGED, EXHAUSTED))
+
+
+_pair_loop = jax.jit(solve_passes, static_argnums=(0, 1))
 
 
 @jax.jit

@@ -332,7 +332,9 @@ def test_traced_gram_in_chunks_satisfies_the_independent_equation(relu_kernel, m
     assert block.shape == (90, 37)
     assert np.max(np.abs(np.asarray(block) - K[:, ::2][:, :37]) / scale[:, ::2][:, :37]) <= 1e-13
     steps = jax.jit(lambda lam_: relu_kernel.gram(Xs, Y, lam=lam_, bias=0.2, steps=(3, 1)))(lam)
-    np.testing.assert_allclose(steps, relu_kernel.gram(Xs, Y, lam=lam, bias=0.2, steps=(3, 1)), rtol=1e-13, atol=1e-15)
+    # near-collinear pairs: arccos near 1 amplifies rounding differences of the fused code ~1e4-fold
+    eager = relu_kernel.gram(Xs, Y, lam=lam, bias=0.2, steps=(3, 1))
+    np.testing.assert_allclose(steps, eager, rtol=1e-11, atol=1e-15)
 
 
 def test_traced_solver_when_many_entries_are_still_moving(relu_kernel):
