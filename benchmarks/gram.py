@@ -12,7 +12,9 @@ Everything is measured in this run and printed as ratios; nothing here fails a b
   and per-entry Newton in Python, timed on a sample of entries and scaled to n(n - 1)/2;
 * accuracy: the largest |G(k) - k| / sqrt(ab) of each result, and their difference;
 * peak memory: the largest growth of the resident set (sampled every millisecond) of a fresh
-  process while it computes the n x n result, against the size of the result;
+  process while it computes the n x n result, against the size of the result (for ``--n`` and
+  each n in ``--memory-sizes``); the first call includes loading the compiled programs for that
+  n, the second measures the computation alone;
 * compile time: cold (empty cache, in a fresh process) and cached;
 * against dekc's own deep NNGP baseline (``dekc.nngp("relu", 1)``, under ``jax.jit`` and called
   plainly), measured interleaved with the fixed point: the fixed point's time over the jitted
@@ -127,7 +129,7 @@ def residual(K, c, mu, lam):
 # -- subprocess measurements ----------------------------------------------------------------------
 
 _MEMORY = textwrap.dedent("""
-    import os, sys, threading, time, numpy as np, dekc
+    import gc, os, sys, threading, time, numpy as np, dekc
     n = int(sys.argv[1])
     page = os.sysconf("SC_PAGE_SIZE")
     def rss():
@@ -135,19 +137,24 @@ _MEMORY = textwrap.dedent("""
             return int(handle.read().split()[1]) * page
     ker = dekc.compile_kernel("gaussian", reparam="relu")
     X = np.random.default_rng(0).normal(size=(n, 5))
-    ker.gram(X[:800], lam=2.0)  # compile the chunk shapes first
-    peak, running = [0], [True]
-    def sample():
-        while running[0]:
-            peak[0] = max(peak[0], rss())
-            time.sleep(0.001)
-    before = rss()
-    thread = threading.Thread(target=sample)
-    thread.start()
-    K = ker.gram(X, lam=2.0)
-    running[0] = False
-    thread.join()
-    print(max(peak[0], rss()) - before, K.nbytes)
+    ker.gram(X[:800], lam=2.0)  # the chunk shapes, not yet this n's programs
+    def growth():
+        peak, running = [0], [True]
+        def sample():
+            while running[0]:
+                peak[0] = max(peak[0], rss())
+                time.sleep(0.001)
+        before = rss()
+        thread = threading.Thread(target=sample)
+        thread.start()
+        K = ker.gram(X, lam=2.0)
+        running[0] = False
+        thread.join()
+        return max(peak[0], rss()) - before, K.nbytes
+    first, nbytes = growth()
+    gc.collect()
+    again, _ = growth()  # the programs for this n are loaded: the computation's own memory
+    print(first, again, nbytes)
 """)
 
 _COLD = textwrap.dedent("""
@@ -207,6 +214,7 @@ def main():
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--sizes", default="1000,2000,4000", help="n for the ns-per-entry line")
     parser.add_argument("--grad-sizes", default="250,1000,2000", help="n for the jit(grad) lines")
+    parser.add_argument("--memory-sizes", default="4000,8000", help="n for the peak-memory lines")
     args = parser.parse_args()
     n, lam = args.n, 2.0
 
@@ -268,7 +276,8 @@ def main():
     diff = float(np.max(np.abs(K - P) / np.sqrt(np.outer(d, d))))
 
     env = dict(os.environ)
-    memory, nbytes = run_python(_MEMORY, n)
+    memory, memory_loaded, nbytes = run_python(_MEMORY, n)
+    memory_sizes = {size: run_python(_MEMORY, size) for size in (int(x) for x in args.memory_sizes.split(","))}
     with tempfile.TemporaryDirectory() as cache:
         env["DEKC_CACHE_DIR"] = cache
         cold, _ = run_python(_COLD, env=env)
@@ -304,8 +313,13 @@ def main():
     print(f"  residual |G(k) - k| / sqrt(ab)  dekc {res_dekc:.1e}   numpy {res_numpy:.1e}   max difference {diff:.1e}")
     print(
         f"  peak memory                     {memory / 2**20:9.1f} MiB = {memory / nbytes:4.2f} x the output "
-        f"({nbytes / 2**20:.1f} MiB; target <= 4)"
+        f"({nbytes / 2**20:.1f} MiB; target <= 4); {memory_loaded / nbytes:4.2f} x once this n's programs are loaded"
     )
+    for size, (first, loaded, size_bytes) in memory_sizes.items():
+        print(
+            f"  peak memory n = {size:<6}          {first / size_bytes:4.2f} x the output in a fresh process "
+            f"(target <= 1.2), {loaded / size_bytes:4.2f} x once its programs are loaded"
+        )
     print(f"  compile: cold {cold:.2f} s (target <= 5), cached {cached * 1e3:.1f} ms (target <= 100)")
     print(
         f"  jitted NNGP depth 1 (dekc.nngp)  {nngp_time * 1e3:9.1f} ms   fixed point / NNGP = "

@@ -37,6 +37,7 @@ from .validate import is_traced
 
 _LIMIT_START = 1 - 1e-6  # starts (and diagonal="limit") stay this far inside full correlation
 _CHUNK = 1 << 17
+_PAGE_DOUBLES = 512  # float64 values per 4 KiB page
 #: terms of the first pass of a series with more (the rest start again from its roots)
 _FIRST_TERMS = 32
 #: entries per solve with quadrature where no series certifies
@@ -339,6 +340,9 @@ class Kernel:
         moving: list = []  # entries still moving after the whole-chunk passes, per chunk
         layers = 1 if stops is None else len(stops)
         out = np.empty((layers, n, m))
+        # touch every page once, in order: first writes scattered over fresh pages (row segments of
+        # each chunk) cost ten times more (measured: 5.2 s against 0.2 + 0.6 s at n = 16000)
+        out.reshape(-1)[::_PAGE_DOUBLES] = 0.0
         limit = options.diagonal == "limit" and stops is None
         report = _progress(options.progress, total, chunk)
         try:
@@ -352,6 +356,14 @@ class Kernel:
                     _write(out[0], i[:k], j[:k], v[:k])
                     keep = keep[keep < k]
                     moving.append((i[keep], j[keep]))
+                    if sum(x[0].size for x in moving) >= chunk or lo + chunk >= total:
+                        # whole chunks of them as they come (O(chunk) memory), the rest at the end
+                        rows, cols = (np.concatenate(x) for x in zip(*moving))
+                        ready = rows.size if lo + chunk >= total else rows.size - rows.size % chunk
+                        moving[:] = [(rows[ready:], cols[ready:])]
+                        if ready:
+                            rows, cols = rows[:ready], cols[:ready]
+                            out[0, rows, cols] = self._moving_entries(problem, options, ax[-1], ay[-1], rows, cols)
                     report(lo + k)
                     continue
                 chunk_problems = _prepare(
@@ -378,10 +390,6 @@ class Kernel:
                 for layer in range(layers):
                     _write(out[layer], i[:k], j[:k], v[layer])
                 report(lo + k)
-            if moving:
-                rows, cols = (np.concatenate(x) for x in zip(*moving))
-                if rows.size:
-                    out[0, rows, cols] = self._moving_entries(problem, options, ax[-1], ay[-1], rows, cols)
         finally:
             report(None)
         if symmetric:
