@@ -821,10 +821,10 @@ def _chunk_program(entries_fn, corr_fn, step, passes, limit, exact, solve, i, j,
     return jax.lax.complex(_finish(jnp.real(z), a, b, same, exact), jnp.imag(z))
 
 
-def _padded(part: np.ndarray, arrays: tuple, minimum: int = 16) -> tuple[np.ndarray, list]:
-    """``part`` padded with its first index to a power of two (at least ``minimum``; few
-    compiled shapes), and the arrays at those indices."""
-    size = max(minimum, solver.pow2_at_least(part.size))
+def _padded(part: np.ndarray, arrays: tuple) -> tuple[np.ndarray, list]:
+    """``part`` padded with its first index to a power of two (at least 16; few compiled shapes),
+    and the arrays at those indices."""
+    size = max(16, solver.pow2_at_least(part.size))
     idx = np.concatenate([part, np.full(size - part.size, part[0])])
     return idx, [jnp.asarray(x[idx]) for x in arrays]
 
