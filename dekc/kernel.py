@@ -356,14 +356,7 @@ class Kernel:
                     _write(out[0], i[:k], j[:k], v[:k])
                     keep = keep[keep < k]
                     moving.append((i[keep], j[keep]))
-                    if sum(x[0].size for x in moving) >= chunk or lo + chunk >= total:
-                        # whole chunks of them as they come (O(chunk) memory), the rest at the end
-                        rows, cols = (np.concatenate(x) for x in zip(*moving))
-                        ready = rows.size if lo + chunk >= total else rows.size - rows.size % chunk
-                        moving[:] = [(rows[ready:], cols[ready:])]
-                        if ready:
-                            rows, cols = rows[:ready], cols[:ready]
-                            out[0, rows, cols] = self._moving_entries(problem, options, ax[-1], ay[-1], rows, cols)
+                    self._solve_moving(out[0], moving, chunk, lo + chunk >= total, problem, options, ax[-1], ay[-1])
                     report(lo + k)
                     continue
                 chunk_problems = _prepare(
@@ -565,6 +558,19 @@ class Kernel:
             a, b, c_s, mux, muy, _, same = _prepare(problem.entries, problem.start.correlation, limit, i, j, *sides)
             self._report(status, a=a, b=b, c=c_s, mux=mux, muy=muy, lam=options.lam, i=i, j=j, same=same)
         return packed.real, None
+
+    def _solve_moving(self, out, moving: list, chunk: int, last: bool, problem, options, ax, ay):
+        """Solve the collected entries still moving (``moving``: ``(rows, cols)`` per chunk) into
+        ``out`` in whole chunks as they come (memory O(chunk)), and all of the rest when ``last``;
+        ``moving`` keeps what is left."""
+        if not last and sum(rows.size for rows, _ in moving) < chunk:
+            return
+        rows, cols = (np.concatenate(x) for x in zip(*moving))
+        ready = rows.size if last else rows.size - rows.size % chunk
+        moving[:] = [(rows[ready:], cols[ready:])]
+        if ready:
+            rows, cols = rows[:ready], cols[:ready]
+            out[rows, cols] = self._moving_entries(problem, options, ax, ay, rows, cols)
 
     def _moving_entries(self, problem: GramProblem, options: SolveOptions, ax, ay, i, j):
         """The entries ``(i, j)`` still moving after the whole-chunk passes, solved again from
