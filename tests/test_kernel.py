@@ -287,8 +287,13 @@ def test_large_matrices_are_computed_in_chunks(relu_kernel, monkeypatch):
 # -- gradients and jit -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("steps, diagonal", [(None, "exact"), (None, "limit"), (3, "exact")])
-def test_gradients_agree_with_finite_differences(relu_kernel, steps, diagonal):
+@pytest.mark.parametrize(
+    "steps, diagonal, host", [(None, "exact", True), (None, "limit", True), (None, "exact", False), (3, "exact", True)]
+)
+def test_gradients_agree_with_finite_differences(relu_kernel, monkeypatch, steps, diagonal, host):
+    """``host``: the traced fixed point takes its values from the eager solver (on CPU), or from
+    the traced solver (what an accelerator runs)."""
+    monkeypatch.setattr("dekc.kernel._host_solves", lambda: host)
     weights = jnp.asarray(RNG.normal(size=(7, 7)))
 
     def loss(lam, s, scale, bias):
@@ -312,11 +317,13 @@ def test_gram_runs_under_jit(relu_kernel):
     assert f(2.0, 0.2).dtype == jnp.float64
 
 
-@pytest.mark.parametrize("lam", [0.8, 2.0])
-def test_traced_gram_in_chunks_satisfies_the_independent_equation(relu_kernel, monkeypatch, lam):
+@pytest.mark.parametrize("lam, host", [(0.8, False), (2.0, False), (2.0, True)])
+def test_traced_gram_in_chunks_satisfies_the_independent_equation(relu_kernel, monkeypatch, lam, host):
     """Under jit the entries come from one loop over fixed-size chunks whose indices are computed
-    on the device: several chunks (the last one partial), near-collinear inputs, a block."""
+    on the device (the traced solver), or from the eager solver called back (``host``):
+    several chunks (the last one partial), near-collinear inputs, a block."""
     monkeypatch.setattr(relu_kernel, "_chunk", 512)
+    monkeypatch.setattr("dekc.kernel._host_solves", lambda: host)
     base = RNG.normal(size=(60, 4))
     Xs = np.concatenate([base, base[:30] + 1e-4 * RNG.normal(size=(30, 4))])  # 4095 entries: 8 chunks
     K = np.asarray(jax.jit(lambda lam_: relu_kernel.gram(Xs, lam=lam_, bias=0.2))(lam))
@@ -335,6 +342,46 @@ def test_traced_gram_in_chunks_satisfies_the_independent_equation(relu_kernel, m
     # near-collinear pairs: arccos near 1 amplifies rounding differences of the fused code ~1e4-fold
     eager = relu_kernel.gram(Xs, Y, lam=lam, bias=0.2, steps=(3, 1))
     np.testing.assert_allclose(steps, eager, rtol=1e-11, atol=1e-15)
+
+
+def test_traced_fixed_point_from_the_eager_solver(relu_kernel, monkeypatch):
+    """On CPU a traced fixed point takes its values from the eager solver: the same values as an
+    eager call, the same gradients (with respect to the inputs too) as the traced solver, under
+    ``vmap`` too, and NaN where the traced solver fails."""
+    from dekc import kernel
+
+    assert kernel._host_solves() == (jax.default_backend() == "cpu")
+    Xs, Y = RNG.normal(size=(30, 4)), RNG.normal(size=(20, 4))
+
+    def gradients(host):
+        monkeypatch.setattr(kernel, "_host_solves", lambda: host)
+        loss = lambda Z, lam: jnp.sum(relu_kernel.gram(Z, Y, lam=lam, bias=0.3) ** 2)
+        return [np.asarray(g) for g in jax.grad(loss, argnums=(0, 1))(jnp.asarray(Xs), 2.0)]
+
+    for host, traced in zip(gradients(True), gradients(False)):
+        np.testing.assert_allclose(host, traced, rtol=1e-11, atol=1e-14)
+    monkeypatch.setattr(kernel, "_host_solves", lambda: True)
+    eager = relu_kernel.gram(Xs, lam=2.0, bias=0.3)
+    # the input moments are computed in the traced program: rounding may differ by an ulp
+    traced = jax.jit(lambda lam: relu_kernel.gram(Xs, lam=lam, bias=0.3))(2.0)
+    np.testing.assert_allclose(traced, eager, rtol=1e-13, atol=1e-16)
+    stack = jax.vmap(lambda lam: relu_kernel.gram(Xs[:9], lam=lam))(jnp.asarray([2.0, 3.0]))
+    np.testing.assert_allclose(stack[1], relu_kernel.gram(Xs[:9], lam=3.0), rtol=1e-13, atol=1e-16)
+    c, mu, _ = relu_moments(Xs)
+    np.testing.assert_allclose(
+        jax.jit(lambda lam: relu_kernel.from_moments(c, mu, lam=lam))(2.0),
+        relu_kernel.from_moments(c, mu, lam=2.0),
+        rtol=1e-13,
+        atol=1e-16,
+    )
+    # lam = 0.1: the eager solve raises; the callback gives what the traced solver gives
+    failing = lambda: np.asarray(jax.jit(lambda lam: relu_kernel.gram(Xs[:6], lam=lam))(0.1))
+    with pytest.raises(dekc.ConvergenceError):
+        relu_kernel.gram(Xs[:6], lam=0.1)
+    host = failing()
+    monkeypatch.setattr(kernel, "_host_solves", lambda: False)
+    np.testing.assert_array_equal(np.isnan(host), np.isnan(failing()))
+    assert np.isnan(host).any()
 
 
 def test_traced_solver_when_many_entries_are_still_moving(relu_kernel):
