@@ -28,6 +28,8 @@ from .errors import DekcError, DerivationError, TimeBudgetError
 #: the budget in seconds when neither ``DEKC_TIME_BUDGET`` nor :func:`time_budget` sets one
 DEFAULT_SECONDS = 120.0
 
+#: how often a spent budget's interruption is delivered again while the block still runs
+_REFIRE_SECONDS = 0.2
 _local = threading.local()
 T = TypeVar("T")
 
@@ -98,6 +100,11 @@ def limited(what: str) -> Iterator[None]:
             if state["armed"]:
                 state["fired"] = True
                 _raise_in(thread_id, ctypes.py_object(_Interrupt))
+                # an interruption delivered inside a callback that ignores exceptions (a garbage
+                # collector hook, a __del__) is lost: deliver it again until the block ends
+                again = threading.Timer(_REFIRE_SECONDS, fire)
+                again.daemon = True
+                again.start()
 
     timer = threading.Timer(seconds, fire)
     timer.daemon = True
@@ -113,6 +120,8 @@ def limited(what: str) -> Iterator[None]:
             timer.cancel()
             if state["fired"]:
                 _raise_in(thread_id, None)  # clear an interruption not yet delivered
+        if state["fired"]:  # every delivery was lost: the budget was spent all the same
+            raise _Interrupt
     except _Interrupt:
         raise TimeBudgetError(
             f"{what} did not finish within the time budget of {seconds:g} s (after {time.monotonic() - started:.1f} s); "

@@ -31,6 +31,9 @@ from ._jax import jax, jnp
 STEP_TOL = 1e-9
 #: or once its bracket is this narrow (when Newton is not usable)
 BRACKET_TOL = 1e-14
+#: or (whole-array passes) once two Newton steps in a row estimate the error below this
+#: fraction of the scale (see :func:`_fast_pass`)
+QUADRATIC_TOL = 1e-16
 #: iterations before an entry is reported as not converging
 MAX_ITER = 200
 #: status codes of :func:`newton`
@@ -63,6 +66,11 @@ def pow2_at_least(n: int) -> int:
 
 def newton_iteration(step: Step, p, lo, hi, scale):
     """One safeguarded Newton iteration for ``p = G(p)``, elementwise. Returns ``(p, lo, hi, converged)``."""
+    return _safeguarded(step, p, lo, hi, scale)[:4]
+
+
+def _safeguarded(step: Step, p, lo, hi, scale):
+    """:func:`newton_iteration`, and whether each step was a Newton step."""
     g, dg = step(p)
     F = g - p
     lo = jnp.where(F > 0, jnp.maximum(lo, p), lo)
@@ -77,7 +85,7 @@ def newton_iteration(step: Step, p, lo, hi, scale):
     new = jnp.where(F == 0, p, new)
     small = jnp.abs(new - p) <= STEP_TOL * scale
     converged = (F == 0) | (small & use_newton) | (hi - lo <= BRACKET_TOL * scale)
-    return new, lo, hi, converged
+    return new, lo, hi, converged, use_newton
 
 
 def _iterate(step, state, scale):
@@ -132,22 +140,40 @@ def _after_move(p, prev, lo, hi):
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _fast_pass(step, first, z, prev, lo, hi, a, b, c, mux, muy, lam, *extra):
     """One safeguarded Newton iteration of :func:`pair_iteration` whose only output computed from
-    ``G`` is ``z = p + i·converged`` (complex128).
+    ``G`` is ``z = p + i·flag`` (complex128): the flag is 1 for an entry that has converged, −1
+    for one still moving whose last step was a Newton step, 0 for the others.
 
     XLA:CPU fuses every output separately and evaluates ``G`` once per output that depends on it
     (six times for ``(p, lo, hi, converged)``). So the bracket is updated from the previous move
     instead: every step goes in the direction of the sign of ``G(p) − p`` (Newton with ``G' < 1``,
     the plain step, or the midpoint of a bracket that has just been moved to ``p``), so the move
     ``prev → p`` tells which end ``prev`` becomes. Converged entries stay put.
+
+    Besides :func:`newton_iteration`'s tests, an entry has converged after two Newton steps in a
+    row, ``s₁`` then ``s₂``, that show quadratic convergence well under way: the error after
+    ``s₂`` is then ``C·s₂²`` with ``C ≈ s₂/s₁²``; it counts when that estimate, ``|s₂|³/s₁²``, is
+    below :data:`QUADRATIC_TOL` of the scale, ``|s₂| ≤ |s₁|/100`` and ``|s₂|`` is a millionth of
+    the distance to full correlation (where ``G`` may be singular). This saves the pass that
+    would only confirm the root.
     """
     if first:  # z is the start p0 (real)
-        p, done = z, jnp.zeros(z.shape, bool)
+        p, done, newton_before = z, jnp.zeros(z.shape, bool), jnp.zeros(z.shape, bool)
     else:
-        p, done = jnp.real(z), jnp.imag(z) != 0
+        p, flag = jnp.real(z), jnp.imag(z)
+        done, newton_before = flag > 0, flag < 0
         lo, hi = _after_move(p, jnp.real(prev), lo, hi)
     sab = jnp.maximum(jnp.sqrt(a * b), 1e-300)
-    new, _, _, converged = newton_iteration(lambda t: step(t, a, b, c, mux, muy, lam, *extra), p, lo, hi, sab)
-    return jax.lax.complex(jnp.where(done, p, new), (done | converged).astype(p.dtype)), lo, hi
+    new, _, _, converged, newton = _safeguarded(lambda t: step(t, a, b, c, mux, muy, lam, *extra), p, lo, hi, sab)
+    s1, s2 = jnp.abs(p - jnp.real(prev)), jnp.abs(new - p)
+    quadratic = (
+        newton_before
+        & newton
+        & (s2 * s2 * s2 <= QUADRATIC_TOL * sab * s1 * s1)
+        & (100.0 * s2 <= s1)
+        & (s2 <= 1e-6 * (sab - jnp.abs(new)))
+    )
+    flag = jnp.where(done | converged | quadratic, 1.0, jnp.where(newton, -1.0, 0.0))
+    return jax.lax.complex(jnp.where(done, p, new), flag), lo, hi
 
 
 @jax.jit
@@ -173,7 +199,7 @@ def newton(iteration, step, p0, lo, hi, args, traced: bool) -> Solution:
             return Solution(*_pair_loop(step, passes, p0, lo, hi, *args))
         state = _fast_passes(step, passes, p0, lo, hi, *args)
         packed = np.asarray(state[0])
-        p_out, done = packed.real.copy(), packed.imag != 0
+        p_out, done = packed.real.copy(), packed.imag > 0
         status_out = np.where(done, CONVERGED, EXHAUSTED)
         keep = np.flatnonzero(~done)
         if keep.size:
@@ -251,7 +277,7 @@ def _compacting(iteration, step, state, args, first: int) -> Solution:
 
 def _unfinished(z):
     p = jnp.real(z)
-    return (jnp.imag(z) == 0) & jnp.isfinite(p) & (jnp.abs(p) <= _ESCAPE)
+    return (jnp.imag(z) <= 0) & jnp.isfinite(p) & (jnp.abs(p) <= _ESCAPE)
 
 
 def _passes(step, z, prev, lo, hi, args, count):
@@ -290,7 +316,7 @@ def solve_passes(step, passes: int, p0, lo, hi, *args):
         return state[0], state[4]
 
     z, count = jax.lax.cond(jnp.sum(moving) <= size, few, many, z, prev, lo, hi)
-    p, done = jnp.real(z), jnp.imag(z) != 0
+    p, done = jnp.real(z), jnp.imag(z) > 0
     broken = ~jnp.isfinite(p) | (jnp.abs(p) > _ESCAPE)
     return p, jnp.where(done & ~broken, CONVERGED, jnp.where(broken, DIVERGED, EXHAUSTED))
 

@@ -403,7 +403,7 @@ def test_traced_solver_when_many_entries_are_still_moving(relu_kernel):
     for k in range(solver.FAST_PASSES):
         new, lo_k, hi_k = solver._fast_pass(step, k == 0, z, prev, lo_k, hi_k, *args)
         prev, z = z, new
-    assert np.count_nonzero(np.imag(np.asarray(z)) == 0) > sab.size / 8
+    assert np.count_nonzero(np.imag(np.asarray(z)) <= 0) > sab.size / 8
     eager = np.asarray(solver.newton(solver.pair_iteration, step, p0, lo, hi, args, False).p)
     solve = jax.jit(lambda *a: solver.newton(solver.pair_iteration, step, p0, lo, hi, a, True))
     p, status = solve(*args)
