@@ -346,7 +346,7 @@ def test_traced_gram_in_chunks_satisfies_the_independent_equation(relu_kernel, m
 
 def test_traced_fixed_point_from_the_eager_solver(relu_kernel, monkeypatch):
     """On CPU a traced fixed point takes its values from the eager solver: the same values as an
-    eager call, the same gradients (with respect to the inputs too) as the traced solver, under
+    eager call, the traced solver's gradients (with respect to the inputs too), under
     ``vmap`` too, and NaN where the traced solver fails."""
     from dekc import kernel
 
