@@ -589,6 +589,9 @@ class Kernel:
         (n, m), symmetric = problem.shape, problem.symmetric
         rows, cols, counts = _tiles(n, m, symmetric)
         per_call = self._tiles_per_call(rows.size)
+        # every solve of the moving entries has this size (one compiled shape: a fresh process
+        # traces each shape, about 0.2 s, even when XLA's cache holds the program)
+        moving_size = min(self._moving_chunk, max(solver.MIN_PASSES_SIZE, solver.pow2_at_least(int(counts.sum()))))
         moving: list = []  # entries still moving after the passes, per call
         # once most of a call's entries are still moving after the passes (a far start), the
         # following calls are solved whole at once rather than twice
@@ -616,7 +619,7 @@ class Kernel:
                     keep = (r < n) & (c < m) & ((r <= c) if symmetric else True)
                     whole = whole or 2 * np.count_nonzero(keep) > counts[start:stop].sum()
                     moving.append((r[keep], c[keep]))
-                self._solve_moving(out, moving, self._moving_chunk, stop >= rows.size, problem, options, ax, ay)
+                self._solve_moving(out, moving, moving_size, stop >= rows.size, problem, options, ax, ay)
                 report(int(counts[:stop].sum()))
             previous = current
 
@@ -663,15 +666,15 @@ class Kernel:
         moving[:] = [(rows[ready:], cols[ready:])]
         if ready:
             rows, cols = rows[:ready], cols[:ready]
-            out[rows, cols] = self._moving_entries(problem, options, ax, ay, rows, cols)
+            out[rows, cols] = self._moving_entries(problem, options, ax, ay, rows, cols, chunk)
 
-    def _moving_entries(self, problem: GramProblem, options: SolveOptions, ax, ay, i, j):
+    def _moving_entries(self, problem: GramProblem, options: SolveOptions, ax, ay, i, j, size: int):
         """The entries ``(i, j)`` still moving after the whole-chunk passes, solved again from
-        their start (the same iterates, continued) in one compiled call per chunk."""
+        their start (the same iterates, continued) in one compiled call per ``size`` of them
+        (the last call padded to ``size``)."""
         values = np.empty(i.size)
-        for lo in range(0, i.size, self._moving_chunk):
-            part = np.arange(lo, min(lo + self._moving_chunk, i.size))
-            size = max(solver.MIN_PASSES_SIZE, solver.pow2_at_least(part.size))
+        for lo in range(0, i.size, size):
+            part = np.arange(lo, min(lo + size, i.size))
             idx = np.concatenate([part, np.full(size - part.size, part[0])])
             packed = np.asarray(self._chunk_call(problem, options, ax, ay, i[idx], j[idx], True))
             values[part] = self._solved(packed, problem, options, ax, ay, i[idx], j[idx])[: part.size]
