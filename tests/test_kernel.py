@@ -558,3 +558,26 @@ def test_closed_form_feature_moments_load_from_the_sealed_cache(tmp_path, monkey
         again = moments.feature_moments("relu")
     np.testing.assert_array_equal(np.asarray(again.ff_one_point(a)), expected_ff)
     moments._feature_moments.cache_clear()
+
+
+@pytest.mark.parametrize("n, m, symmetric", [(200, 200, True), (64, 64, True), (130, 77, False), (5, 9, False)])
+def test_tiles_cover_the_entries_and_are_written_in_bands(n, m, symmetric):
+    """The eager fixed point's tiles cover every wanted entry (the upper triangle when
+    symmetric), their counts are those entries, and a band of tiles written as one strided copy
+    equals the tiles written one by one."""
+    from dekc.kernel import _TILE, _tiles, _write_tiles
+
+    rows, cols, counts = _tiles(n, m, symmetric)
+    covered = np.zeros((n, m), int)
+    for r0, c0 in zip(rows, cols):
+        covered[r0 : r0 + _TILE, c0 : c0 + _TILE] += 1
+    wanted = np.triu(np.ones((n, m), bool)) if symmetric else np.ones((n, m), bool)
+    assert np.all(covered[wanted] == 1)
+    assert counts.sum() == wanted.sum()
+    values = RNG.normal(size=(rows.size, _TILE, _TILE))
+    out, one_by_one = np.full((n, m), np.nan), np.full((n, m), np.nan)
+    for lo in range(0, rows.size, 7):
+        _write_tiles(out, values[lo : lo + 7], rows[lo : lo + 7], cols[lo : lo + 7])
+    for t, (r0, c0) in enumerate(zip(rows, cols)):
+        one_by_one[r0 : r0 + _TILE, c0 : c0 + _TILE] = values[t, : n - r0, : m - c0]
+    np.testing.assert_array_equal(out, one_by_one)
