@@ -168,6 +168,8 @@ def _fast_pass(step, first, z, prev, lo, hi, a, b, c, mux, muy, lam, *extra):
     quadratic = (
         newton_before
         & newton
+        & (sab >= 1e-90)
+        & (sab <= 1e90)  # where the cube below neither overflows nor underflows
         & (s2 * s2 * s2 <= QUADRATIC_TOL * sab * s1 * s1)
         & (100.0 * s2 <= s1)
         & (s2 <= 1e-6 * (sab - jnp.abs(new)))

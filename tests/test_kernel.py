@@ -581,3 +581,19 @@ def test_tiles_cover_the_entries_and_are_written_in_bands(n, m, symmetric):
     for t, (r0, c0) in enumerate(zip(rows, cols)):
         one_by_one[r0 : r0 + _TILE, c0 : c0 + _TILE] = values[t, : n - r0, : m - c0]
     np.testing.assert_array_equal(out, one_by_one)
+
+
+@pytest.mark.parametrize("scale", [1e-70, 1e70])
+def test_fixed_point_at_extreme_scales(relu_kernel, scale):
+    """ReLU kernels are homogeneous: inputs scaled by ``t`` give the kernel scaled by ``t²``
+    (here ``k(x, x)`` near 1e-140 and 1e140, inside the accepted range), and every entry still
+    satisfies the independent equation, where cubes of Newton steps would underflow or overflow."""
+    Xs = RNG.normal(size=(60, 4))
+    base = relu_kernel.gram(Xs, lam=2.0)
+    K = relu_kernel.gram(scale * Xs, lam=2.0)
+    np.testing.assert_allclose(K / scale**2, base, rtol=1e-12, atol=0)
+    c, mu, _ = relu_moments(scale * Xs)
+    d = np.diag(K)
+    off = ~np.eye(len(d), dtype=bool)
+    scale_ab = np.sqrt(np.outer(d, d))
+    assert np.max(np.abs(relu_update(K, d, d, c, mu, mu, 2.0) - K)[off] / scale_ab[off]) <= 1e-13
