@@ -354,7 +354,7 @@ class Kernel:
         report = _progress(options.progress, total, chunk)
         try:
             if stops is None and gram_series is None and solver.uses_passes(chunk):
-                self._solve_in_passes(out[0], problem, options, ax[-1], ay[-1], chunk, report)
+                self._solve_in_passes(out[0], problem, options, ax[-1], ay[-1], report)
                 chunks: range = range(0)
             else:
                 chunks = range(0, total, chunk)
@@ -575,7 +575,7 @@ class Kernel:
             p = solver.implicit(self._pair_step, p, a, b, c_s, mux, muy, lam)
         return _finish(p, a, b, same, exact), None
 
-    def _solve_in_passes(self, out, problem: GramProblem, options: SolveOptions, ax, ay, chunk: int, report):
+    def _solve_in_passes(self, out, problem: GramProblem, options: SolveOptions, ax, ay, report):
         """Every entry into ``out`` (the upper triangle when symmetric), by square tiles of
         :data:`_TILE` rows and columns, :meth:`_tiles_per_call` of them per compiled call
         (:meth:`_chunk_call`: their whole-chunk passes), each call dispatched before the previous
