@@ -219,6 +219,21 @@ class Start:
     a0_y: Any
     correlation: Callable
     correlation_args: tuple
+    #: :func:`pair_sides` of ``correlation_args``
+    sides: Any = None
+
+
+def pair_sides(products):
+    """Which input indexes each array of :func:`pair_products`' result along its last axis:
+    ``("x", "y")`` (the entry's row ``i``, its column ``j``), or ``None`` for the matrix of
+    products (indexed by both)."""
+    return ("x", "y") if isinstance(products, tuple) else None
+
+
+def entries_sides(products):
+    """:func:`pair_sides` of the arguments of :func:`gram_entries` after ``(pair, i, j)``
+    (``""``: not indexed by the entry)."""
+    return ("x", "y", "x", "y", pair_sides(products), "x", "")
 
 
 def start(psi0, nx, ny, products, symmetric: bool, n: int) -> Start:
@@ -227,9 +242,9 @@ def start(psi0, nx, ny, products, symmetric: bool, n: int) -> Start:
     if isinstance(psi0, str):
         if psi0 == "constant":
             ones = jnp.ones(n) if nx is None else jnp.ones_like(nx)
-            return Start(ones, ones if ny is None else jnp.ones_like(ny), _unit_correlation, ())
+            return Start(ones, ones if ny is None else jnp.ones_like(ny), _unit_correlation, (), ())
         if psi0 == "input":
-            return Start(nx, ny, _input_correlation, (nx, ny, products))
+            return Start(nx, ny, _input_correlation, (nx, ny, products), ("x", "y", pair_sides(products)))
         raise InputError(f"psi0 must be 'input', 'constant' or an (n, n) array, got {psi0!r}")
     if psi0 is None or isinstance(psi0, (int, float, bool)):
         raise InputError(f"psi0 must be 'input', 'constant' or an (n, n) array, got {psi0!r}")

@@ -564,7 +564,8 @@ def test_closed_form_feature_moments_load_from_the_sealed_cache(tmp_path, monkey
 def test_tiles_cover_the_entries_and_are_written_in_bands(n, m, symmetric):
     """The eager fixed point's tiles cover every wanted entry (the upper triangle when
     symmetric), their counts are those entries, and a band of tiles written as one strided copy
-    equals the tiles written one by one."""
+    equals the tiles written one by one; written symmetric, the matrix is the upper triangle of
+    those tiles mirrored (the lower halves of tiles on the diagonal are not used)."""
     from dekc.kernel import _TILE, _tiles, _write_tiles
 
     rows, cols, counts = _tiles(n, m, symmetric)
@@ -581,6 +582,12 @@ def test_tiles_cover_the_entries_and_are_written_in_bands(n, m, symmetric):
     for t, (r0, c0) in enumerate(zip(rows, cols)):
         one_by_one[r0 : r0 + _TILE, c0 : c0 + _TILE] = values[t, : n - r0, : m - c0]
     np.testing.assert_array_equal(out, one_by_one)
+    if symmetric:
+        both = np.full((n, m), np.nan)
+        for lo in range(0, rows.size, 7):
+            _write_tiles(both, values[lo : lo + 7], rows[lo : lo + 7], cols[lo : lo + 7], symmetric=True)
+        upper = np.triu(one_by_one)
+        np.testing.assert_array_equal(both, upper + np.triu(upper, 1).T)
 
 
 @pytest.mark.parametrize("scale", [1e-70, 1e70])
@@ -597,3 +604,83 @@ def test_fixed_point_at_extreme_scales(relu_kernel, scale):
     off = ~np.eye(len(d), dtype=bool)
     scale_ab = np.sqrt(np.outer(d, d))
     assert np.max(np.abs(relu_update(K, d, d, c, mu, mu, 2.0) - K)[off] / scale_ab[off]) <= 1e-13
+
+
+def _fixed_point_residual(kernel, K, Xs, Y=None, lam=2.0):
+    """The largest ``|G(k) − k|/√(ab)`` of ``K = gram(Xs, Y)`` from the independent numpy update
+    (identical rows excepted: they take the diagonal value)."""
+    c, mu, _ = relu_moments(Xs, Y=Y)
+    a = np.diag(kernel.gram(Xs, lam=lam)) if Y is not None else np.diag(K)
+    b = np.diag(kernel.gram(Y, lam=lam)) if Y is not None else a
+    muy = relu_moments(Y)[1] if Y is not None else mu
+    keep = ~np.all(Xs[:, None, :] == (Xs if Y is None else Y)[None, :, :], axis=2)
+    sab = np.sqrt(np.outer(a, b))
+    return np.max(np.abs(relu_update(K, a, b, c, mu, muy, lam) - K)[keep] / sab[keep])
+
+
+def test_fitted_start_gives_the_roots_of_the_input_start(relu_kernel, monkeypatch):
+    """A Gram matrix of at least 2¹⁸ entries starts where a Chebyshev fit of a solved sample's
+    roots against the start correlation predicts (ReLU kernels are positively homogeneous: the
+    scaled root is a function of that correlation). Every entry satisfies the independent
+    equation, the values are those of the start from the input correlation, square and
+    rectangular; a wrong prediction is solved again from the input's start."""
+    from dekc import kernel
+
+    Xs, Y = RNG.normal(size=(760, 4)), RNG.normal(size=(500, 4))
+    Xs[17] = Xs[301]  # identical rows take the diagonal value
+    fitted = {"square": relu_kernel.gram(Xs, lam=2.0)}
+    assert relu_kernel.diagnostics.fitted_start
+    fitted["rectangular"] = relu_kernel.gram(Xs[:600], Y, lam=2.0)
+    assert relu_kernel.diagnostics.fitted_start
+    assert fitted["square"][17, 301] == fitted["square"][17, 17]
+    assert _fixed_point_residual(relu_kernel, fitted["square"], Xs) <= 1e-13
+    assert _fixed_point_residual(relu_kernel, fitted["rectangular"], Xs[:600], Y) <= 1e-13
+    with monkeypatch.context() as patch:
+        patch.setattr(kernel, "_FIT_MIN_ENTRIES", 1 << 62)
+        plain = {"square": relu_kernel.gram(Xs, lam=2.0), "rectangular": relu_kernel.gram(Xs[:600], Y, lam=2.0)}
+        assert not relu_kernel.diagnostics.fitted_start
+    for key, K in plain.items():
+        d = np.sqrt(np.abs(np.diag(plain["square"])))
+        scale = np.outer(d, d) if key == "square" else np.outer(d[:600], np.sqrt(np.diag(relu_kernel.gram(Y, lam=2.0))))
+        assert np.max(np.abs(fitted[key] - K) / scale) <= 1e-12, key
+
+    # wrong predictions: far from every root, or kept only at zero distance from the prediction;
+    # the entries are then solved again from the input's start (whole calls from the start once
+    # most of a call is left moving)
+    solved = []
+    chunk_call = kernel.Kernel._chunk_call
+
+    def counted(self, problem, options, ax, ay, i, j, solve, fit=None):
+        if solve:
+            solved.append(int(np.prod(np.broadcast_shapes(i.shape, j.shape))))
+        return chunk_call(self, problem, options, ax, ay, i, j, solve, fit)
+
+    start_fit = kernel.Kernel._start_fit
+
+    def shifted(*args):
+        coefficients, low, high, accept = start_fit(*args)
+        return coefficients.at[0].add(0.3), low, high, accept
+
+    def exact(*args):
+        return (*start_fit(*args)[:3], 0.0)
+
+    monkeypatch.setattr(kernel.Kernel, "_chunk_call", counted)
+    entries = 760 * 761 // 2
+    for wrong in (shifted, exact):
+        solved.clear()
+        with monkeypatch.context() as m:
+            m.setattr(kernel.Kernel, "_start_fit", wrong)
+            K = relu_kernel.gram(Xs, lam=2.0)
+        assert relu_kernel.diagnostics.fitted_start
+        assert sum(solved) - kernel._FIT_SAMPLE >= 0.9 * entries, wrong.__name__
+        d = np.sqrt(np.diag(plain["square"]))
+        assert np.max(np.abs(K - plain["square"]) / np.outer(d, d)) <= 1e-12
+
+
+def test_fitted_start_declined_where_roots_are_not_a_function_of_the_start(relu_kernel):
+    """Under erf features the kernel is not homogeneous: the roots are not a function of the
+    start correlation, the fit is declined and every entry starts from the input correlation."""
+    Xs = 2.0 * RNG.normal(size=(760, 4))
+    K = relu_kernel.gram(Xs, lam=2.0, features="erf")
+    assert not relu_kernel.diagnostics.fitted_start
+    assert np.all(np.isfinite(K))
