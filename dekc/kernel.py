@@ -42,7 +42,7 @@ _TILE = 64
 _TILE_RANGE = np.arange(_TILE)
 _PAGE_DOUBLES = 512  # float64 values per 4 KiB page
 #: degree of the Chebyshev series that predicts the fixed point from the start correlation
-_FIT_DEGREE = 16
+_FIT_DEGREE = 12
 #: the prediction is used when it is this close to the sample's roots (relative to √(ab)) for
 #: nine samples in ten
 _FIT_TOL = 1e-5
@@ -88,8 +88,10 @@ class GramProblem:
     shape: tuple[int, int]
     symmetric: bool
     #: which input indexes each of ``entries_args`` (:func:`dekc.moments.entries_sides`), or
-    #: ``None`` where one is indexed by both (then the solve takes whole arrays, see :func:`_local`)
+    #: ``None`` where one is indexed by both (then the solve takes whole arrays, see :func:`_pack`)
     sides: Any = None
+    #: the arrays packed by input for the eager tiles (:func:`_pack`; set by the solve)
+    packs: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -611,12 +613,13 @@ class Kernel:
         gathered one by one (measured: the problems of 2¹⁷ entries take 1.2 ms against 2.1 ms). The
         tiles along the diagonal are computed whole (about ``n·tile/2`` extra entries)."""
         (n, m), symmetric = problem.shape, problem.symmetric
-        # each call takes its rows' and columns' data (host arrays, gathered by :func:`_local`);
-        # otherwise the whole arrays, on the device once (host arrays would be transferred again
-        # at every call)
-        put = np.asarray if _localizable(problem) else jnp.asarray
-        ax, ay = put(ax), put(ay)
-        problem = _with_arrays(problem, jax.tree_util.tree_map(put, _problem_arrays(problem)))
+        if _localizable(problem):  # each call takes its rows' and columns' data (:func:`_pack`)
+            ax, ay = np.asarray(ax), np.asarray(ay)
+            problem = _with_arrays(problem, jax.tree_util.tree_map(np.asarray, _problem_arrays(problem)))
+            problem = dataclasses.replace(problem, packs=_pack(problem, ax, ay))
+        else:  # the whole arrays, on the device once (host arrays would be transferred at every call)
+            ax, ay = jnp.asarray(ax), jnp.asarray(ay)
+            problem = _with_arrays(problem, jax.tree_util.tree_map(jnp.asarray, _problem_arrays(problem)))
         rows, cols, counts = _tiles(n, m, symmetric)
         per_call = self._tiles_per_call(rows.size)
         # every solve of the moving entries has this size (one compiled shape: a fresh process
@@ -665,16 +668,17 @@ class Kernel:
     def _start_fit(self, problem: GramProblem, options: SolveOptions, ax, ay, total: int):
         """Where the roots lie, learnt from a sample: :data:`_FIT_SAMPLE` entries drawn at random
         (a fixed seed) are solved from their start, and their scaled roots ``k/√(ab)`` are fitted
-        by a Chebyshev series of degree :data:`_FIT_DEGREE` in the angle ``θ = arccos(r)`` of their
-        start correlation ``r = p0/√(ab)``. Returns ``(coefficients, low, high, accept)`` (the
-        sample's range of angles; :data:`_FIT_ACCEPT`), or ``None`` when the Gram matrix has fewer
+        by a Chebyshev series of degree :data:`_FIT_DEGREE` in ``w = √(1 − r) − √(1 + r)``
+        (:func:`_fit_variable`) of their start correlation ``r = p0/√(ab)``. Returns
+        ``(coefficients, low, high, accept)`` (the sample's range of ``w``;
+        :data:`_FIT_ACCEPT`), or ``None`` when the Gram matrix has fewer
         than :data:`_FIT_MIN_ENTRIES` entries (``total``) or the roots are not a function of the
         start correlation to :data:`_FIT_TOL` (for nine samples in ten).
 
         For a positively homogeneous kernel (ReLU features and a ReLU link) the scaled root is a
-        function of the start correlation alone and the fit is accurate to ~1e-7 (measured at
-        n = 2000: 6.6e-8 for nine samples in ten); the start it predicts is then two Newton steps
-        from the root instead of four."""
+        function of the start correlation alone and the fit is accurate to ~1e-6 (measured at
+        n = 2000: 1.0e-6 for nine samples in ten, 4.8e-5 at most); the start it predicts is then
+        two Newton steps from the root instead of four."""
         if total < _FIT_MIN_ENTRIES:
             return None
         size = _FIT_SAMPLE
@@ -690,13 +694,11 @@ class Kernel:
         ok = np.isfinite(p0) & (sab > 0) & np.isfinite(roots)  # (p0 is NaN for identical inputs)
         if np.count_nonzero(ok) < size // 2:
             return None
-        # in the angle θ = arccos(r) the scaled root is smooth at full correlation, where as a
-        # function of r it has square-root terms (measured: 50 times smaller errors at degree 16)
-        theta, y = np.arccos(np.clip(p0[ok] / sab[ok], -1.0, 1.0)), roots[ok] / sab[ok]
-        low, high = float(theta.min()), float(theta.max())
+        w, y = _fit_variable(p0[ok] / sab[ok], np), roots[ok] / sab[ok]
+        low, high = float(w.min()), float(w.max())
         if not high - low > 1e-3:
             return None
-        u = (2.0 * theta - (low + high)) / (high - low)
+        u = (2.0 * w - (low + high)) / (high - low)
         coefficients = _least_squares(np.polynomial.chebyshev.chebvander(u, _FIT_DEGREE), y)
         error = np.quantile(np.abs(np.polynomial.chebyshev.chebval(u, coefficients) - y), 0.9)
         if not error <= _FIT_TOL:  # (NaN from an ill-conditioned fit fails too)
@@ -716,31 +718,27 @@ class Kernel:
     def _chunk_call(self, problem: GramProblem, options: SolveOptions, ax, ay, i, j, solve: bool, fit=None):
         """:func:`_chunk_program` for the entries ``(i, j)`` (int32 host indices), dispatched:
         returns the device array without waiting for it. With ``fit`` (passes only), the entries
-        start where it predicts and take :data:`_FITTED_PASSES` passes. A problem whose arrays
-        are each indexed by one input (:func:`_localizable`; host arrays) passes only the rows and
-        columns of these entries: the program's shapes do not depend on ``n``."""
-        if isinstance(ax, np.ndarray) and _localizable(problem):
-            problem, ax, ay = _local(problem, ax, ay, i.reshape(-1), j.reshape(-1))
-            i, j = _local_indices(i.shape, j.shape)
-        return _chunk_program(
+        start where it predicts and take :data:`_FITTED_PASSES` passes. A problem with
+        ``packs`` (:func:`_pack`) passes only the rows and the columns of these entries, indexed
+        locally: the program's shapes do not depend on ``n``."""
+        statics = (
             problem.entries,
             problem.start.correlation,
             self._pair_step,
-            self.module._acos,
             solver.FAST_PASSES if fit is None else _FITTED_PASSES,
             options.diagonal == "limit",
             options.diagonal == "exact",
             solve,
-            i,
-            j,
-            ax,
-            ay,
-            problem.x.mu,
-            problem.y.mu,
-            problem.entries_args,
-            problem.start.correlation_args,
-            options.lam,
-            fit,
+        )
+        packs = problem.packs
+        if packs is not None:
+            x, y = np.take(packs.x, i.reshape(-1), axis=1), np.take(packs.y, j.reshape(-1), axis=1)
+            return _packed_program(
+                packs.layout, *statics, *_local_indices(i.shape, j.shape), x, y, packs.scalars, options.lam, fit
+            )
+        x, y, start = problem.x, problem.y, problem.start
+        return _chunk_program(
+            *statics, i, j, ax, ay, x.mu, y.mu, problem.entries_args, start.correlation_args, options.lam, fit
         )
 
     def _solve_moving(self, out, moving: list, chunk: int, last: bool, problem, options, ax, ay):
@@ -931,30 +929,65 @@ def _localizable(problem: GramProblem) -> bool:
     return all(side is not None for side in sides) and all(side is not None for side in _flat_sides(sides))
 
 
-def _local(problem: GramProblem, ax, ay, rows, cols):
-    """``problem`` and the variances ``ax``, ``ay`` (host arrays) restricted to the inputs ``rows``
-    (along ``x``) and ``cols`` (along ``y``): entry ``(rows[k], cols[l])`` is entry ``(k, l)`` there."""
+@dataclasses.dataclass(frozen=True)
+class _Row:
+    """Where :func:`_pack` put one array: rows ``start…`` of the ``side`` pack (``"x"`` or
+    ``"y"``), as ``shape`` (the leading axes) and ``dtype``; ``side`` ``""``: the ``start``-th
+    unpacked argument."""
 
-    def take(args, sides):
-        return tuple(
-            take(arg, side)
-            if isinstance(side, tuple)
-            else np.take(arg, rows if side == "x" else cols, axis=-1)
-            if side
-            else arg
-            for arg, side in zip(args, sides)
-        )
+    side: str
+    start: int
+    shape: tuple = ()
+    dtype: str = ""
 
-    x, y, start = problem.x, problem.y, problem.start
-    local = dataclasses.replace(
-        problem,
-        x=Side(x.cd[rows], x.mu[rows]),
-        y=Side(y.cd[cols], y.mu[cols]),
-        entries_args=take(problem.entries_args, problem.sides),
-        start=dataclasses.replace(start, correlation_args=take(start.correlation_args, start.sides)),
-        shape=(rows.size, cols.size),
+
+class _Packs(NamedTuple):
+    """The arrays of a :func:`_localizable` problem packed by input: ``x`` ``(rows, n)`` and ``y``
+    ``(rows, m)`` float64, the ``layout`` (:class:`_Row` per array, static) and the arguments
+    indexed by neither input (``scalars``)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    layout: tuple
+    scalars: tuple
+
+
+def _pack(problem: GramProblem, ax, ay) -> _Packs:
+    """The arrays of ``problem`` and the variances ``ax``, ``ay`` (host arrays) stacked by the input
+    that indexes them (along their last axis; integer row ids are exact in float64): a chunk then
+    takes its rows' and columns' data with one gather and one transfer per input."""
+    rows: dict = {"x": [], "y": []}
+    scalars: list = []
+
+    def place(arg, side):
+        if isinstance(side, tuple):
+            return tuple(place(a, s) for a, s in zip(arg, side))
+        if not side:
+            scalars.append(arg)
+            return _Row("", len(scalars) - 1)
+        arr = np.asarray(arg)
+        start = sum(block.shape[0] for block in rows[side])
+        rows[side].append(arr.reshape(-1, arr.shape[-1]).astype(np.float64))
+        return _Row(side, start, arr.shape[:-1], arr.dtype.str)
+
+    layout = (
+        place((ax, problem.x.mu), ("x", "x")),
+        place((ay, problem.y.mu), ("y", "y")),
+        place(problem.entries_args, problem.sides),
+        place(problem.start.correlation_args, problem.start.sides),
     )
-    return local, ax[rows], ay[cols]
+    return _Packs(np.concatenate(rows["x"]), np.concatenate(rows["y"]), layout, tuple(scalars))
+
+
+def _unpack(layout, x, y, scalars):
+    """The arrays :func:`_pack` placed by ``layout``, from the packs' columns ``x``, ``y``."""
+    if not isinstance(layout, _Row):
+        return tuple(_unpack(part, x, y, scalars) for part in layout)
+    if not layout.side:
+        return scalars[layout.start]
+    size = int(np.prod(layout.shape, dtype=np.int64))
+    block = (x if layout.side == "x" else y)[layout.start : layout.start + size]
+    return block.reshape(*layout.shape, -1).astype(layout.dtype)
 
 
 @functools.lru_cache(maxsize=8)
@@ -1139,7 +1172,15 @@ def _prepare(entries_fn, corr_fn, limit, i, j, ax, ay, mux, muy, entries_args, c
 
 
 @functools.partial(jax.jit, static_argnums=tuple(range(8)))
-def _chunk_program(entries_fn, corr_fn, step, arccos, passes, limit, exact, solve, i, j, ax, ay, mux, muy, *rest):
+def _packed_program(layout, entries_fn, corr_fn, step, passes, limit, exact, solve, i, j, x, y, scalars, lam, fit):
+    """:func:`_chunk_program` from the columns ``x``, ``y`` of a problem's packs (:func:`_pack`)."""
+    (ax, mux), (ay, muy), entries_args, corr_args = _unpack(layout, x, y, scalars)
+    statics = (entries_fn, corr_fn, step, passes, limit, exact, solve)
+    return _chunk_program(*statics, i, j, ax, ay, mux, muy, entries_args, corr_args, lam, fit)
+
+
+@functools.partial(jax.jit, static_argnums=tuple(range(7)))
+def _chunk_program(entries_fn, corr_fn, step, passes, limit, exact, solve, i, j, ax, ay, mux, muy, *rest):
     """The entries ``(i, j)`` in one compiled program: their problems (:func:`_prepare`), the
     bracket, then :func:`dekc.solver.fast_passes` (``solve`` False) or the whole solve,
     :func:`dekc.solver.solve_passes`, and :func:`_finish`. ``i`` and ``j`` are int32 host
@@ -1155,7 +1196,7 @@ def _chunk_program(entries_fn, corr_fn, step, arccos, passes, limit, exact, solv
     lo, hi = _bracket(a, b, same, exact)
     predicted = jnp.zeros((), bool)
     if fit is not None:  # start where the roots of a solved sample predict (:meth:`Kernel._start_fit`)
-        p0, predicted = _fitted_start(fit, arccos, a, b, p0, same)
+        p0, predicted = _fitted_start(fit, a, b, p0, same)
     # computed once: otherwise XLA evaluates the gathers and input moments again in every pass
     a, b, c_s, mx, my, p0, same, lo, hi, predicted = jax.lax.optimization_barrier(
         (a, b, c_s, mx, my, p0, same, lo, hi, predicted)
@@ -1197,16 +1238,26 @@ def _least_squares(V, y):
     return c / scale
 
 
-def _fitted_start(fit, arccos, a, b, p0, same):
-    """The start ``√(ab)·f(θ)``, ``θ = arccos(r)`` (``arccos``: the generated module's polynomial),
-    for the entries whose start correlation ``r = p0/√(ab)`` has its angle in the fit's range
-    (``fit = (coefficients, low, high, accept)``: a Chebyshev series on ``[low, high]``), ``p0``
-    for the others; and which entries took the prediction."""
+def _fit_variable(r, xp=jnp):
+    """``w = √(1 − r) − √(1 + r)`` of correlations ``r`` (clipped to ``[−1, 1]``): decreasing, and
+    an analytic function of the angle ``arccos(r)``, so the scaled roots of a homogeneous kernel,
+    which have square-root terms at full correlation as functions of ``r``, are smooth in it
+    (measured at n = 2000, degree 12: nine samples in ten within 1.0e-6 of the fit, against
+    2.6e-5 in ``r``; the angle itself does about as well, at 1.8 times the cost)."""
+    r = xp.clip(r, -1.0, 1.0)
+    return xp.sqrt(1.0 - r) - xp.sqrt(1.0 + r)
+
+
+def _fitted_start(fit, a, b, p0, same):
+    """The start ``√(ab)·f(w)`` (``w`` of :func:`_fit_variable`) for the entries whose start
+    correlation ``r = p0/√(ab)`` has its ``w`` in the fit's range (``fit = (coefficients, low,
+    high, accept)``: a Chebyshev series on ``[low, high]``), ``p0`` for the others; and which
+    entries took the prediction."""
     coefficients, low, high, _ = fit
     sab = jnp.sqrt(a * b)
-    theta = arccos(jnp.where(sab > 0, p0 / jnp.where(sab > 0, sab, 1.0), 0.0))
-    predicted = (theta >= low) & (theta <= high) & ~same & (sab > 0)
-    u = (2.0 * theta - (low + high)) / (high - low)
+    w = _fit_variable(jnp.where(sab > 0, p0 / jnp.where(sab > 0, sab, 1.0), 0.0))
+    predicted = (w >= low) & (w <= high) & ~same & (sab > 0)
+    u = (2.0 * w - (low + high)) / (high - low)
     # Clenshaw's recurrence
     b1 = b2 = jnp.zeros_like(u)
     for k in range(coefficients.shape[0] - 1, 0, -1):
