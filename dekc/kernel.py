@@ -669,9 +669,9 @@ class Kernel:
         """Where the roots lie, learnt from a sample: :data:`_FIT_SAMPLE` entries drawn at random
         (a fixed seed) are solved from their start, and their scaled roots ``k/√(ab)`` are fitted
         by a Chebyshev series of degree :data:`_FIT_DEGREE` in ``w = √(1 − r) − √(1 + r)``
-        (:func:`_fit_variable`) of their start correlation ``r = p0/√(ab)``. Returns
-        ``(coefficients, low, high, accept)`` (the sample's range of ``w``;
-        :data:`_FIT_ACCEPT`), or ``None`` when the Gram matrix has fewer
+        (:func:`_fit_variable`) of their start correlation ``r = p0/√(ab)``. Returns one array,
+        the coefficients followed by ``low``, ``high`` (the sample's range of ``w``) and
+        ``accept`` (:data:`_FIT_ACCEPT`), or ``None`` when the Gram matrix has fewer
         than :data:`_FIT_MIN_ENTRIES` entries (``total``) or the roots are not a function of the
         start correlation to :data:`_FIT_TOL` (for nine samples in ten).
 
@@ -703,7 +703,8 @@ class Kernel:
         error = np.quantile(np.abs(np.polynomial.chebyshev.chebval(u, coefficients) - y), 0.9)
         if not error <= _FIT_TOL:  # (NaN from an ill-conditioned fit fails too)
             return None
-        return jnp.asarray(coefficients), jnp.asarray(low), jnp.asarray(high), jnp.asarray(_FIT_ACCEPT)
+        # one host array (a device copy of each part would load a conversion program in a fresh process)
+        return np.concatenate([coefficients, [low, high, _FIT_ACCEPT]])
 
     @property
     def _moving_chunk(self) -> int:
@@ -994,8 +995,8 @@ def _unpack(layout, x, y, scalars):
 def _local_indices(shape_i: tuple, shape_j: tuple):
     """Indices ``0, 1, …`` in the shapes of the entries' rows and columns (on the device once)."""
     return (
-        jnp.arange(int(np.prod(shape_i)), dtype=jnp.int32).reshape(shape_i),
-        jnp.arange(int(np.prod(shape_j)), dtype=jnp.int32).reshape(shape_j),
+        jax.device_put(np.arange(int(np.prod(shape_i)), dtype=np.int32).reshape(shape_i)),
+        jax.device_put(np.arange(int(np.prod(shape_j)), dtype=np.int32).reshape(shape_j)),
     )
 
 
@@ -1213,7 +1214,7 @@ def _chunk_program(entries_fn, corr_fn, step, passes, limit, exact, solve, i, j,
     z = solver.fast_passes(step, passes, p0, lo, hi, *args)[0]
     done = jnp.imag(z) > 0
     if fit is not None:  # a root away from the prediction is solved again from the input's start
-        done = done & (~predicted | (jnp.abs(jnp.real(z) - p0) <= fit[3] * jnp.sqrt(a * b)))
+        done = done & (~predicted | (jnp.abs(jnp.real(z) - p0) <= fit[-1] * jnp.sqrt(a * b)))
     return jnp.where(done, _finish(jnp.real(z), a, b, same, exact), jnp.nan)
 
 
@@ -1250,10 +1251,10 @@ def _fit_variable(r, xp=jnp):
 
 def _fitted_start(fit, a, b, p0, same):
     """The start ``√(ab)·f(w)`` (``w`` of :func:`_fit_variable`) for the entries whose start
-    correlation ``r = p0/√(ab)`` has its ``w`` in the fit's range (``fit = (coefficients, low,
-    high, accept)``: a Chebyshev series on ``[low, high]``), ``p0`` for the others; and which
-    entries took the prediction."""
-    coefficients, low, high, _ = fit
+    correlation ``r = p0/√(ab)`` has its ``w`` in the fit's range (``fit``: the coefficients of a
+    Chebyshev series on ``[low, high]``, then ``low``, ``high`` and ``accept``), ``p0`` for the
+    others; and which entries took the prediction."""
+    coefficients, low, high = fit[:-3], fit[-3], fit[-2]
     sab = jnp.sqrt(a * b)
     w = _fit_variable(jnp.where(sab > 0, p0 / jnp.where(sab > 0, sab, 1.0), 0.0))
     predicted = (w >= low) & (w <= high) & ~same & (sab > 0)

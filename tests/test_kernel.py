@@ -660,12 +660,15 @@ def test_fitted_start_gives_the_roots_of_the_input_start(relu_kernel, monkeypatc
 
     start_fit = kernel.Kernel._start_fit
 
-    def shifted(*args):
-        coefficients, low, high, accept = start_fit(*args)
-        return coefficients.at[0].add(0.3), low, high, accept
+    def shifted(*args):  # (the fit: Chebyshev coefficients, then the range and the acceptance)
+        fit = start_fit(*args).copy()
+        fit[0] += 0.3
+        return fit
 
     def exact(*args):
-        return (*start_fit(*args)[:3], 0.0)
+        fit = start_fit(*args).copy()
+        fit[-1] = 0.0
+        return fit
 
     monkeypatch.setattr(kernel.Kernel, "_chunk_call", counted)
     entries = 760 * 761 // 2
