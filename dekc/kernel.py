@@ -122,15 +122,16 @@ class GramDiagnostics:
     under tracing); ``fallback_entries``: entries whose truncation bound exceeded
     :data:`dekc.series.TOLERANCE` with both the first and the long series, solved again by
     quadrature; ``long_series_entries``: entries the first series could not certify and the long
-    one (:data:`dekc.series.LONG_TERMS` terms) did.
+    one (:data:`dekc.series.LONG_TERMS` terms) did; ``fitted_start``: whether the entries started
+    where a fit of a solved sample's roots predicts (an eager closed-form fixed point of at
+    least 2¹⁸ entries whose roots are a function of the start correlation, such as ReLU
+    kernels'), two Newton passes from their roots instead of four.
     """
 
     entries: int
     series_terms: int | None
     fallback_entries: int
     long_series_entries: int = 0
-    #: whether the entries started where a fit of a solved sample's roots predicts (the eager
-    #: fixed point of a large Gram matrix whose roots are a function of the start correlation)
     fitted_start: bool = False
 
 
@@ -733,7 +734,7 @@ class Kernel:
         )
         packs = problem.packs
         if packs is not None:
-            x, y = np.take(packs.x, i.reshape(-1), axis=1), np.take(packs.y, j.reshape(-1), axis=1)
+            x, y = np.take(packs.x, i.reshape(-1), axis=0), np.take(packs.y, j.reshape(-1), axis=0)
             return _packed_program(
                 packs.layout, *statics, *_local_indices(i.shape, j.shape), x, y, packs.scalars, options.lam, fit
             )
@@ -930,11 +931,10 @@ def _localizable(problem: GramProblem) -> bool:
     return all(side is not None for side in sides) and all(side is not None for side in _flat_sides(sides))
 
 
-@dataclasses.dataclass(frozen=True)
-class _Row:
-    """Where :func:`_pack` put one array: rows ``start…`` of the ``side`` pack (``"x"`` or
+class _Row(NamedTuple):
+    """Where :func:`_pack` put one array: columns ``start…`` of the ``side`` pack (``"x"`` or
     ``"y"``), as ``shape`` (the leading axes) and ``dtype``; ``side`` ``""``: the ``start``-th
-    unpacked argument."""
+    unpacked argument. (A tuple: the compiled program's cache compares layouts at every call.)"""
 
     side: str
     start: int
@@ -943,9 +943,9 @@ class _Row:
 
 
 class _Packs(NamedTuple):
-    """The arrays of a :func:`_localizable` problem packed by input: ``x`` ``(rows, n)`` and ``y``
-    ``(rows, m)`` float64, the ``layout`` (:class:`_Row` per array, static) and the arguments
-    indexed by neither input (``scalars``)."""
+    """The arrays of a :func:`_localizable` problem packed by input: ``x`` ``(n, columns)`` and
+    ``y`` ``(m, columns)`` float64, the ``layout`` (:class:`_Row` per array, static) and the
+    arguments indexed by neither input (``scalars``)."""
 
     x: np.ndarray
     y: np.ndarray
@@ -954,10 +954,12 @@ class _Packs(NamedTuple):
 
 
 def _pack(problem: GramProblem, ax, ay) -> _Packs:
-    """The arrays of ``problem`` and the variances ``ax``, ``ay`` (host arrays) stacked by the input
-    that indexes them (along their last axis; integer row ids are exact in float64): a chunk then
-    takes its rows' and columns' data with one gather and one transfer per input."""
-    rows: dict = {"x": [], "y": []}
+    """The arrays of ``problem`` and the variances ``ax``, ``ay`` (host arrays) side by side, one
+    row per input (integer row ids are exact in float64; an array met twice is packed once): a
+    chunk then takes its rows' and columns' data with one gather of whole rows and one transfer
+    per input."""
+    columns: dict = {"x": [], "y": []}
+    placed: dict = {}  # an array (its memory and layout) and its side -> its _Row
     scalars: list = []
 
     def place(arg, side):
@@ -967,9 +969,12 @@ def _pack(problem: GramProblem, ax, ay) -> _Packs:
             scalars.append(arg)
             return _Row("", len(scalars) - 1)
         arr = np.asarray(arg)
-        start = sum(block.shape[0] for block in rows[side])
-        rows[side].append(arr.reshape(-1, arr.shape[-1]).astype(np.float64))
-        return _Row(side, start, arr.shape[:-1], arr.dtype.str)
+        key = (arr.__array_interface__["data"][0], arr.shape, arr.strides, arr.dtype.str, side)
+        if key not in placed:
+            start = sum(block.shape[1] for block in columns[side])
+            columns[side].append(arr.reshape(-1, arr.shape[-1]).T.astype(np.float64))
+            placed[key] = _Row(side, start, arr.shape[:-1], arr.dtype.str)
+        return placed[key]
 
     layout = (
         place((ax, problem.x.mu), ("x", "x")),
@@ -977,18 +982,19 @@ def _pack(problem: GramProblem, ax, ay) -> _Packs:
         place(problem.entries_args, problem.sides),
         place(problem.start.correlation_args, problem.start.sides),
     )
-    return _Packs(np.concatenate(rows["x"]), np.concatenate(rows["y"]), layout, tuple(scalars))
+    x, y = (np.ascontiguousarray(np.concatenate(columns[side], axis=1)) for side in ("x", "y"))
+    return _Packs(x, y, layout, tuple(scalars))
 
 
 def _unpack(layout, x, y, scalars):
-    """The arrays :func:`_pack` placed by ``layout``, from the packs' columns ``x``, ``y``."""
+    """The arrays :func:`_pack` placed by ``layout``, from the packs' rows ``x``, ``y``."""
     if not isinstance(layout, _Row):
         return tuple(_unpack(part, x, y, scalars) for part in layout)
     if not layout.side:
         return scalars[layout.start]
     size = int(np.prod(layout.shape, dtype=np.int64))
-    block = (x if layout.side == "x" else y)[layout.start : layout.start + size]
-    return block.reshape(*layout.shape, -1).astype(layout.dtype)
+    block = (x if layout.side == "x" else y)[:, layout.start : layout.start + size]
+    return block.T.reshape(*layout.shape, -1).astype(layout.dtype)
 
 
 @functools.lru_cache(maxsize=8)
@@ -1174,7 +1180,7 @@ def _prepare(entries_fn, corr_fn, limit, i, j, ax, ay, mux, muy, entries_args, c
 
 @functools.partial(jax.jit, static_argnums=tuple(range(8)))
 def _packed_program(layout, entries_fn, corr_fn, step, passes, limit, exact, solve, i, j, x, y, scalars, lam, fit):
-    """:func:`_chunk_program` from the columns ``x``, ``y`` of a problem's packs (:func:`_pack`)."""
+    """:func:`_chunk_program` from the rows ``x``, ``y`` of a problem's packs (:func:`_pack`)."""
     (ax, mux), (ay, muy), entries_args, corr_args = _unpack(layout, x, y, scalars)
     statics = (entries_fn, corr_fn, step, passes, limit, exact, solve)
     return _chunk_program(*statics, i, j, ax, ay, mux, muy, entries_args, corr_args, lam, fit)
