@@ -87,7 +87,7 @@ class GramProblem:
     start: Start
     shape: tuple[int, int]
     symmetric: bool
-    #: which input indexes each of ``entries_args`` (:func:`dekc.moments.entries_sides`), or
+    #: which input indexes each of ``entries_args`` (:func:`dekc.moments.entries_arguments`), or
     #: ``None`` where one is indexed by both (then the solve takes whole arrays, see :func:`_pack`)
     sides: Any = None
     #: the arrays packed by input for the eager tiles (:func:`_pack`; set by the solve)
@@ -288,15 +288,17 @@ class Kernel:
                 validate.check_scale(
                     cd, "c(x, x)", what=f"input moments of {which}", advice="rescale feature_scale or the inputs"
                 )
+        ids_x, ids_y = moments.row_ids(xt, yt, symmetric)
+        entries_args, sides = moments.entries_arguments(ids_x, ids_y, nx, ny, products, cdx, s2)
         problem = GramProblem(
             x=Side(cdx, mux),
             y=Side(cdy, muy),
             entries=feature.entries,
-            entries_args=(*moments.row_ids(xt, yt, symmetric), nx, ny, products, cdx, s2),
+            entries_args=entries_args,
             start=moments.start(psi0, nx, ny, products, symmetric, X.shape[0]),
             shape=(X.shape[0], Y.shape[0]),
             symmetric=symmetric,
-            sides=moments.entries_sides(products),
+            sides=sides,
         )
         return self._solve(problem, SolveOptions(lam, steps, diagonal, traced, progress))
 

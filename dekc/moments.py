@@ -219,7 +219,7 @@ class Start:
     a0_y: Any
     correlation: Callable
     correlation_args: tuple
-    #: :func:`pair_sides` of ``correlation_args``
+    #: which input indexes each of ``correlation_args`` (as :func:`entries_arguments`), or ``None``
     sides: Any = None
 
 
@@ -230,10 +230,12 @@ def pair_sides(products):
     return ("x", "y") if isinstance(products, tuple) else None
 
 
-def entries_sides(products):
-    """:func:`pair_sides` of the arguments of :func:`gram_entries` after ``(pair, i, j)``
-    (``""``: not indexed by the entry)."""
-    return ("x", "y", "x", "y", pair_sides(products), "x", "")
+def entries_arguments(ids_x, ids_y, nx, ny, products, cdx, s2) -> tuple[tuple, tuple | None]:
+    """The arguments of :func:`gram_entries` after ``(pair, i, j)``, and which input indexes
+    each along its last axis (``"x"``, ``"y"``; ``""``: not indexed by the entry; ``None``
+    when the products are a matrix indexed by both, see :func:`pair_sides`)."""
+    sides = ("x", "y", "x", "y", pair_sides(products), "x", "")
+    return (ids_x, ids_y, nx, ny, products, cdx, s2), (None if sides[4] is None else sides)
 
 
 def start(psi0, nx, ny, products, symmetric: bool, n: int) -> Start:
