@@ -238,6 +238,15 @@ def entries_arguments(ids_x, ids_y, nx, ny, products, cdx, s2) -> tuple[tuple, t
     return (ids_x, ids_y, nx, ny, products, cdx, s2), (None if sides[4] is None else sides)
 
 
+def moment_start(start: Start, c, cd) -> Start:
+    """``start`` with the correlation of the input moments, ``c(x, y)/√(c(x, x) c(y, y))``, for a
+    fixed point from moments: the fixed point does not depend on where the iteration starts,
+    and its roots are close to smooth functions of this correlation (for a positively
+    homogeneous kernel, functions of it alone), while a constant start is the same for every
+    entry."""
+    return dataclasses.replace(start, correlation=_array_correlation, correlation_args=(c, cd), sides=None)
+
+
 def start(psi0, nx, ny, products, symmetric: bool, n: int) -> Start:
     """The start ``Ψ₀``: ``"input"`` (``x̃·x̃'``: needs ``nx``, ``ny``, ``products``), ``"constant"``
     (every entry 1) or an ``(n, n)`` array (square Gram matrices only)."""

@@ -384,22 +384,26 @@ def diagonal_steps(update, order, a0, cd, mu, lam):
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def pair_steps(update, diagonal_update, stops, a, b, c, mux, muy, p0, same, lam):
+def pair_steps(update, diagonal_update, stops, a, b, c, mux, muy, p0, same, lam, diagonal_mu=None):
     """Iterations of the off-diagonal map: the values after each number of steps in ``stops`` (a
-    tuple), ``(len(stops), chunk)``, from one run.
+    tuple), ``(len(stops), *shape)``, from one run.
 
     ``a`` and ``b`` are the rows ``(start, c(x, x), diagonal values at the sorted stops)`` of the two
     inputs; the diagonal trajectories are advanced alongside the entry, so memory is O(chunk)
     whatever the number of steps. Identical inputs (``same``) take the diagonal values.
+    ``diagonal_mu``: the inputs' ``(μ, μ')`` in the shapes of ``a[0]`` and ``b[0]`` (a tile's
+    rows and columns, whose trajectories its entries share), when ``mux``, ``muy`` are zero for
+    identical inputs.
     """
     order = tuple(sorted(set(stops)))
     slot = _slots(order)
+    mu_a, mu_b = (mux, muy) if diagonal_mu is None else diagonal_mu
 
     def step(t, carry):
         p, at, bt, out = carry
         p = update(p, at, bt, c, mux, muy, lam)[0]
-        at = diagonal_update(at, a[1], mux, lam)[0]
-        bt = diagonal_update(bt, b[1], muy, lam)[0]
+        at = diagonal_update(at, a[1], mu_a, lam)[0]
+        bt = diagonal_update(bt, b[1], mu_b, lam)[0]
         return p, at, bt, _keep(slot, t + 1, p, out)
 
     # one loop (the update is compiled once, whatever the number of stops)

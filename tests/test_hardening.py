@@ -254,6 +254,29 @@ def test_non_psd_input_kernel_is_refused(relu_kernel):
         relu_kernel.from_moments(c, np.zeros(3))
 
 
+def test_input_kernel_checked_by_pairs_without_the_factorisation(relu_kernel):
+    """check_psd=False: every pair's c_ij² <= c_ii c_jj instead of the whole matrix's
+    factorisation; symmetry and Jensen are checked as before, and valid moments give the same
+    values either way."""
+    broken = np.array([[1.0, 1.2, 0.0], [1.2, 1.0, 0.0], [0.0, 0.0, 1.0]])  # pair (0, 1) above Cauchy–Schwarz
+    with pytest.raises(InputError, match=r"c\[0, 1\] = 1.2 exceeds"):
+        relu_kernel.from_moments(broken, np.zeros(3), check_psd=False)
+    with pytest.raises(InputError, match="positive semi-definite"):
+        relu_kernel.from_moments(broken, np.zeros(3))
+    xt = np.c_[X7, np.ones(7)]
+    c = xt @ xt.T / 2
+    mu = np.sqrt(np.diag(c)) / 2
+    np.testing.assert_array_equal(relu_kernel.from_moments(c, mu, check_psd=False), relu_kernel.from_moments(c, mu))
+    asymmetric = c.copy()
+    asymmetric[5, 2] *= 1 + 1e-9
+    with pytest.raises(InputError, match=r"symmetric.*c\[2, 5\]"):
+        relu_kernel.from_moments(asymmetric, mu, check_psd=False)
+    with pytest.raises(InputError, match="Jensen"):
+        relu_kernel.from_moments(c, 2 * mu + 1, check_psd=False)
+    with pytest.raises(InputError, match="check_psd must be True or False"):
+        relu_kernel.from_moments(c, mu, check_psd="no")
+
+
 def test_rank_deficient_psd_input_kernel_is_accepted(relu_kernel):
     v = np.array([1.0, 2.0, -0.5])
     K = relu_kernel.from_moments(np.outer(v, v), np.zeros(3))

@@ -221,6 +221,31 @@ def test_a_sequence_of_steps_is_the_stack_of_t_step_kernels(relu_kernel):
     np.testing.assert_allclose(traced, stack, rtol=1e-13, atol=1e-15)
 
 
+def test_t_step_kernels_by_tiles_are_the_iteration_of_the_joint_map(relu_kernel, monkeypatch):
+    """T-step kernels are computed by tiles of 64 x 64 entries, a few tiles per compiled call:
+    across tiles cut at the matrix's edges, square and rectangular, as a stack, with two tiles
+    per call (several calls in flight), every entry is the independent numpy iteration's."""
+    lam, bias = 1.7, 0.3
+    Z = RNG.normal(size=(150, 3))
+    Z[7] = Z[140]  # identical rows, in different tiles, take the diagonal value
+    c, mu, _ = relu_moments(Z, bias=bias)
+    zt = augment(Z, 1.0, bias)
+    P = zt @ zt.T
+    trajectory = [P.copy()]
+    for _ in range(3):
+        d = np.diag(P).copy()
+        P = relu_update(P, d, d, c, mu, mu, lam)
+        np.fill_diagonal(P, (d / 2 - 2 * mu * np.sqrt(d / (2 * np.pi)) + np.diag(c) / 2) / lam**2)
+        P[7, 140] = P[140, 7] = P[7, 7]
+        trajectory.append(P.copy())
+    monkeypatch.setattr(relu_kernel, "_chunk", 2 * 64 * 64)
+    stack = relu_kernel.gram(Z, lam=lam, bias=bias, steps=(3, 1))
+    for layer, T in zip(stack, (3, 1)):
+        np.testing.assert_allclose(layer, trajectory[T], rtol=1e-13, atol=1e-15)
+    block = relu_kernel.gram(Z, Z[60:130], lam=lam, bias=bias, steps=2)
+    np.testing.assert_allclose(block, trajectory[2][:, 60:130], rtol=1e-13, atol=1e-15)
+
+
 def test_psi0_constant_and_input_reach_the_same_root(relu_kernel):
     np.testing.assert_allclose(
         relu_kernel.gram(X, lam=2.0, psi0="constant"), relu_kernel.gram(X, lam=2.0), rtol=1e-12, atol=1e-15
