@@ -1234,7 +1234,9 @@ def _packed_program(layout, program, statics, i, j, x, y, scalars, *rest):
 
 
 @functools.partial(jax.jit, static_argnums=tuple(range(5)))
-def _steps_program(entries_fn, corr_fn, step, diagonal_step, stops, i, j, ax, ay, mux, muy, entries_args, corr_args, lam):
+def _steps_program(
+    entries_fn, corr_fn, step, diagonal_step, stops, i, j, ax, ay, mux, muy, entries_args, corr_args, lam
+):
     """The ``T``-step values ``(len(stops), *shape)`` of the entries ``(i, j)`` (broadcasting
     together to ``shape``) in one compiled program: their problems (:func:`_prepare`; ``ax``,
     ``ay`` the diagonal rows of :meth:`Kernel._diagonal`), then :func:`dekc.solver.pair_steps`."""
