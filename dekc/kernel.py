@@ -665,6 +665,7 @@ class Kernel:
         rows of :meth:`_diagonal`. A value that is not finite raises :class:`ConvergenceError`
         naming its entry."""
         (n, m), symmetric, stops, lam = problem.shape, problem.symmetric, options.stops, options.lam
+        assert stops is not None
         problem, ax, ay = _for_tiles(problem, ax, ay)
         rows, cols, counts = _tiles(n, m, symmetric)
         per_call = self._tiles_per_call(rows.size)
