@@ -92,6 +92,9 @@ class GramProblem:
     sides: Any = None
     #: the arrays packed by input for the eager tiles (:func:`_pack`; set by the solve)
     packs: Any = None
+    #: further arrays of the tile programs, ``(x part, y part)``, each indexed by its side's
+    #: input along the last axis (the Mehler series' tables, :meth:`dekc.series.GramSeries.tile_sides`)
+    extra: Any = ((), ())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -395,8 +398,8 @@ class Kernel:
             if stops is not None:
                 self._steps_in_tiles(out, problem, options, ax, ay, report)
                 mirrored = True  # both triangles written
-            elif gram_series is None and solver.uses_passes(chunk):
-                fitted = self._solve_in_passes(out[0], problem, options, ax[-1], ay[-1], report)
+            elif solver.uses_passes(chunk):
+                fitted = self._solve_in_passes(out[0], problem, options, ax[-1], ay[-1], report, gram_series, pending)
                 mirrored = True
             else:
                 chunks = range(0, total, chunk)
@@ -610,7 +613,9 @@ class Kernel:
             p = solver.implicit(self._pair_step, p, a, b, c_s, mux, muy, lam)
         return _finish(p, a, b, same, exact), None
 
-    def _solve_in_passes(self, out, problem: GramProblem, options: SolveOptions, ax, ay, report) -> bool:
+    def _solve_in_passes(
+        self, out, problem: GramProblem, options: SolveOptions, ax, ay, report, gram_series=None, pending=None
+    ) -> bool:
         """Every entry into ``out`` (both triangles when symmetric, from the upper one), by square
         tiles of :data:`_TILE` rows and columns, :meth:`_tiles_per_call` of them per compiled
         call (:meth:`_chunk_call`: their whole-chunk passes), each call dispatched before the
@@ -621,39 +626,79 @@ class Kernel:
 
         A tile's inputs are its rows and its columns: its entries are their broadcasts, not
         gathered one by one (measured: the problems of 2¹⁷ entries take 1.2 ms against 2.1 ms). The
-        tiles along the diagonal are computed whole (about ``n·tile/2`` extra entries)."""
+        tiles along the diagonal are computed whole (about ``n·tile/2`` extra entries).
+
+        With a Mehler series (``gram_series``, :mod:`dekc.series`) the tiles' passes use its first
+        :data:`_FIRST_TERMS` terms at most, and an entry counts as solved once it has converged
+        and its truncation bound is certified; the others are solved again entry by entry
+        (:meth:`_series_moving`: every term, then the long series or quadrature, ``pending``)."""
         (n, m), symmetric = problem.shape, problem.symmetric
+        first = None if gram_series is None else min(gram_series.terms, _FIRST_TERMS)
+        if gram_series is not None:
+            problem = dataclasses.replace(problem, extra=gram_series.tile_sides(first))
         problem, ax, ay = _for_tiles(problem, ax, ay)
         rows, cols, counts = _tiles(n, m, symmetric)
-        per_call = self._tiles_per_call(rows.size)
+        per_call = self._tiles_per_call(rows.size, None if first is None else (1 << 22) // first)
+        total = int(counts.sum())
         # every solve of the moving entries has this size (one compiled shape: a fresh process
         # traces each shape, about 0.2 s, even when XLA's cache holds the program)
-        fit = self._start_fit(problem, options, ax, ay, int(counts.sum()))
-        moving_size = min(self._moving_chunk, max(solver.MIN_PASSES_SIZE, solver.pow2_at_least(int(counts.sum()))))
+        fit = None if gram_series is not None else self._start_fit(problem, options, ax, ay, total)
+        moving_size = min(self._moving_chunk, max(solver.MIN_PASSES_SIZE, solver.pow2_at_least(total)))
         if fit is not None:  # few entries are left moving: the sample's size (the same program)
             moving_size = _FIT_SAMPLE
+
+        def solve_moving(rows, cols, size):
+            if gram_series is None:
+                return self._moving_entries(problem, options, ax, ay, rows, cols, size)
+            return self._series_moving(problem, options, ax, ay, rows, cols, gram_series, pending)
+
+        certifying: list = []  # a series' converged entries left uncertified, with their roots
+        certify_size = 0 if gram_series is None else (1 << 22) // gram_series.terms
+
+        def solve_certifying(rows, cols, roots, size):
+            return self._series_certify(problem, options, ax, ay, rows, cols, roots, gram_series, pending, size)
+
         moving: list = []  # entries still moving after the passes, per call
         # once most of a call's entries are still moving after the passes (a far start), the
         # following calls are solved whole at once rather than twice
         whole = False
 
         def dispatch(i, j):
-            call = self._chunk_call(problem, options, ax, ay, i, j, whole, None if whole else fit)
+            call = self._chunk_call(problem, options, ax, ay, i, j, whole, None if whole else fit, gram_series, first)
             return whole, call
 
+        def entries(start, stop, where):
+            """The entries ``(rows, cols)`` of the tiles ``start:stop`` at the flat positions
+            ``where`` of their values (those inside the matrix, in the upper triangle when
+            symmetric), and which positions they are."""
+            t, r = np.divmod(where, _TILE * _TILE)
+            r, c = np.divmod(r, _TILE)
+            r, c = rows[start + t] + r, cols[start + t] + c
+            keep = (r < n) & (c < m) & ((r <= c) if symmetric else True)
+            return r[keep], c[keep], keep
+
         for start, stop, i, j, (solved, values) in _pipelined(rows, cols, per_call, (n, m), dispatch):
-            v = np.asarray(values[0] if solved else values)
+            v = np.asarray(values[0] if solved else values)[: stop - start]
             if solved:
                 v = self._solved(v.reshape(-1), problem, options, ax, ay, i, j).reshape(v.shape)
-            _write_tiles(out, v[: stop - start], rows[start:stop], cols[start:stop], symmetric)
+            certify = None
+            if gram_series is not None and not solved:  # converged roots the first terms do not certify
+                flagged = np.flatnonzero(v.imag)
+                v = v.real
+                r, c, keep = entries(start, stop, flagged)
+                if r.size:
+                    certify = (r, c, v.reshape(-1)[flagged[keep]])
+            _write_tiles(out, v, rows[start:stop], cols[start:stop], symmetric)
+            last = stop >= rows.size
+            if gram_series is not None:  # every term, from those roots, a block at a time
+                certifying.extend([] if certify is None else [certify])
+                self._solve_moving(out, certifying, certify_size, last, symmetric, solve_certifying)
             if not solved:
-                t, r = np.divmod(np.flatnonzero(np.isnan(v[: stop - start])), _TILE * _TILE)
-                r, c = np.divmod(r, _TILE)  # the entries still moving (or failed)
-                r, c = rows[start + t] + r, cols[start + t] + c
-                keep = (r < n) & (c < m) & ((r <= c) if symmetric else True)
-                whole = whole or bool(2 * np.count_nonzero(keep) > counts[start:stop].sum())
-                moving.append((r[keep], c[keep]))
-            self._solve_moving(out, moving, moving_size, stop >= rows.size, problem, options, ax, ay)
+                r, c, keep = entries(start, stop, np.flatnonzero(np.isnan(v)))  # still moving (or failed)
+                # (a series' entries are never solved whole: they are solved again entry by entry)
+                whole = whole or (gram_series is None and bool(2 * r.size > counts[start:stop].sum()))
+                moving.append((r, c))
+            self._solve_moving(out, moving, moving_size, last, symmetric, solve_moving)
             report(int(counts[:stop].sum()))
         return fit is not None
 
@@ -734,39 +779,112 @@ class Kernel:
         about 240 bytes an entry, is then 8 MiB)."""
         return max(solver.MIN_PASSES_SIZE, self._chunk // 4)
 
-    def _tiles_per_call(self, tiles: int) -> int:
-        """Tiles per compiled call: a chunk's worth, fewer (a power of two) for few tiles."""
-        return min(max(1, self._chunk // _TILE**2), solver.pow2_at_least(tiles))
+    def _tiles_per_call(self, tiles: int, chunk: int | None = None) -> int:
+        """Tiles per compiled call: a chunk's worth (``chunk`` entries, default the kernel's),
+        fewer (a power of two) for few tiles."""
+        return min(max(1, (chunk or self._chunk) // _TILE**2), solver.pow2_at_least(tiles))
 
-    def _chunk_call(self, problem: GramProblem, options: SolveOptions, ax, ay, i, j, solve: bool, fit=None):
+    def _chunk_call(
+        self,
+        problem: GramProblem,
+        options: SolveOptions,
+        ax,
+        ay,
+        i,
+        j,
+        solve: bool,
+        fit=None,
+        gram_series=None,
+        terms=0,
+    ):
         """:func:`_chunk_program` for the entries ``(i, j)`` (int32 host indices), dispatched
         (:func:`_tile_call`). With ``fit`` (passes only), the entries start where it predicts and
-        take :data:`_FITTED_PASSES` passes."""
+        take :data:`_FITTED_PASSES` passes. With ``gram_series`` (passes only), the update is the
+        series step with its first ``terms`` terms (tables in ``problem.extra``)."""
+        series_spec = None if gram_series is None else (gram_series.weights, terms, gram_series.tolerance)
         statics = (
             problem.entries,
             problem.start.correlation,
-            self._pair_step,
+            self._pair_step if gram_series is None else self._series_step,
             solver.FAST_PASSES if fit is None else _FITTED_PASSES,
             options.diagonal == "limit",
             options.diagonal == "exact",
             solve,
+            series_spec,
         )
         return _tile_call(problem, _chunk_program, statics, ax, ay, i, j, options.lam, fit)
 
-    def _solve_moving(self, out, moving: list, chunk: int, last: bool, problem, options, ax, ay):
-        """Solve the collected entries still moving (``moving``: ``(rows, cols)`` per chunk) into
-        ``out`` in whole chunks as they come (memory O(chunk)), and all of the rest when ``last``;
+    @staticmethod
+    def _solve_moving(out, moving: list, chunk: int, last: bool, symmetric: bool, solve: Callable):
+        """Solve the collected entries still moving (``moving``: ``(rows, cols, ...)`` per chunk,
+        any further arrays per entry) into ``out`` in whole chunks as they come (memory
+        O(chunk)), and all of the rest when ``last``, by ``solve(rows, cols, ..., chunk)``;
         ``moving`` keeps what is left."""
-        if not last and sum(rows.size for rows, _ in moving) < chunk:
+        if not moving or (not last and sum(item[0].size for item in moving) < chunk):
             return
-        rows, cols = (np.concatenate(x) for x in zip(*moving))
-        ready = rows.size if last else rows.size - rows.size % chunk
-        moving[:] = [(rows[ready:], cols[ready:])]
+        arrays = [np.concatenate(x) for x in zip(*moving)]
+        size = arrays[0].size
+        ready = size if last else size - size % chunk
+        moving[:] = [tuple(x[ready:] for x in arrays)]
         if ready:
-            rows, cols = rows[:ready], cols[:ready]
-            out[rows, cols] = values = self._moving_entries(problem, options, ax, ay, rows, cols, chunk)
-            if problem.symmetric:
-                out[cols, rows] = values
+            arrays = [x[:ready] for x in arrays]
+            Kernel._write_entries(out, arrays[0], arrays[1], solve(*arrays, chunk), symmetric)
+
+    @staticmethod
+    def _write_entries(out, rows, cols, values, symmetric: bool):
+        out[rows, cols] = values
+        if symmetric:
+            out[cols, rows] = values
+
+    def _series_certify(
+        self, problem: GramProblem, options: SolveOptions, ax, ay, i, j, roots, gram_series, pending, size: int
+    ):
+        """The entries ``(i, j)`` whose first-terms ``roots`` the series' tiles could not certify,
+        solved again from there with every term (:meth:`_series_pass`), ``size`` at a time (the
+        last block padded to a power of two, at least 1024: few compiled shapes); those still
+        uncertified are appended to ``pending`` (:meth:`_refine`). Their values."""
+        x, y, start = problem.x, problem.y, problem.start
+        sides = (ax, ay, x.mu, y.mu, problem.entries_args, start.correlation_args)
+        limit, exact = options.diagonal == "limit", options.diagonal == "exact"
+        values = np.empty(i.size)
+        for lo in range(0, i.size, size):
+            part = np.arange(lo, min(lo + size, i.size))
+            padded = min(size, max(1024, solver.pow2_at_least(part.size)))
+            idx = np.concatenate([part, np.full(padded - part.size, part[0])])
+            ii, jj = i[idx].astype(np.int32), j[idx].astype(np.int32)
+            problems = _prepare(problem.entries, start.correlation, limit, ii, jj, *sides)
+            a, b, c_s, mux, muy, _, same = (np.asarray(v)[: part.size] for v in problems)
+            ti, tj = i[part], j[part]
+            p = np.array(roots[part], dtype=np.float64)
+            local = np.arange(part.size)
+            ok = self._series_pass(gram_series, local, (ti, tj), p, (a, b, c_s, mux, muy), options.lam, (ti, tj))
+            bad = np.flatnonzero(~ok)
+            if bad.size:
+                pending.append(tuple(x[bad] for x in (ti, tj, p, a, b, c_s, mux, muy, same)))
+            values[part] = np.asarray(_finish(jnp.asarray(p), a, b, same, exact))
+        return values
+
+    def _series_moving(self, problem: GramProblem, options: SolveOptions, ax, ay, i, j, gram_series, pending: list):
+        """The entries ``(i, j)`` a series' tiles left unsolved or uncertified, solved entry by
+        entry as in a small Gram matrix (:meth:`_fixed_chunk`: the first terms, then every term),
+        in chunks of the series' size; those still uncertified are appended to ``pending``
+        (:meth:`_refine`)."""
+        block = (1 << 22) // min(gram_series.terms, _FIRST_TERMS)
+        size = min(block, max(16, solver.pow2_at_least(i.size)))
+        values = np.empty(i.size)
+        limit = options.diagonal == "limit"
+        x, y, start = problem.x, problem.y, problem.start
+        for lo in range(0, i.size, size):
+            part = np.arange(lo, min(lo + size, i.size))
+            idx = np.concatenate([part, np.full(size - part.size, part[0])])
+            ii, jj = i[idx].astype(np.int32), j[idx].astype(np.int32)
+            sides = (ax, ay, x.mu, y.mu, problem.entries_args, start.correlation_args)
+            chunk_problems = _prepare(problem.entries, start.correlation, limit, ii, jj, *sides)
+            v, uncertain = self._fixed_chunk(chunk_problems, options, ii, jj, gram_series, part.size)
+            if uncertain is not None:
+                pending.append(uncertain)
+            values[part] = np.asarray(v)[: part.size]
+        return values
 
     def _moving_entries(self, problem: GramProblem, options: SolveOptions, ax, ay, i, j, size: int):
         """The entries ``(i, j)`` still moving after the whole-chunk passes, solved again from
@@ -965,8 +1083,8 @@ def _pack(problem: GramProblem, ax, ay) -> _Packs:
     scalars: list = []
 
     def place(arg, side):
-        if isinstance(side, tuple):
-            return tuple(place(a, s) for a, s in zip(arg, side))
+        if isinstance(arg, tuple):  # (one side for every array of a tuple, or one each)
+            return tuple(place(a, s) for a, s in zip(arg, side if isinstance(side, tuple) else (side,) * len(arg)))
         if not side:
             scalars.append(arg)
             return _Row("", len(scalars) - 1)
@@ -983,6 +1101,7 @@ def _pack(problem: GramProblem, ax, ay) -> _Packs:
         place((ay, problem.y.mu), ("y", "y")),
         place(problem.entries_args, problem.sides),
         place(problem.start.correlation_args, problem.start.sides),
+        place(problem.extra, ("x", "y")),
     )
     x, y = (np.ascontiguousarray(np.concatenate(columns[side], axis=1)) for side in ("x", "y"))
     return _Packs(x, y, layout, tuple(scalars))
@@ -1189,6 +1308,7 @@ def _for_tiles(problem: GramProblem, ax, ay):
         problem = _with_arrays(problem, jax.tree_util.tree_map(np.asarray, _problem_arrays(problem)))
         return dataclasses.replace(problem, packs=_pack(problem, ax, ay)), ax, ay
     ax, ay = jnp.asarray(ax), jnp.asarray(ay)
+    problem = dataclasses.replace(problem, extra=jax.tree_util.tree_map(jnp.asarray, problem.extra))
     return _with_arrays(problem, jax.tree_util.tree_map(jnp.asarray, _problem_arrays(problem))), ax, ay
 
 
@@ -1223,20 +1343,21 @@ def _tile_call(problem: GramProblem, program: Callable, statics: tuple, ax, ay, 
         local = _local_indices(i.shape, j.shape)
         return _packed_program(packs.layout, program, statics, *local, x, y, packs.scalars, *rest)
     x, y, start = problem.x, problem.y, problem.start
-    return program(*statics, i, j, ax, ay, x.mu, y.mu, problem.entries_args, start.correlation_args, *rest)
+    arrays = (problem.entries_args, start.correlation_args, problem.extra)
+    return program(*statics, i, j, ax, ay, x.mu, y.mu, *arrays, *rest)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
 def _packed_program(layout, program, statics, i, j, x, y, scalars, *rest):
     """``program`` (:func:`_chunk_program`, :func:`_steps_program`) from the rows ``x``, ``y`` of
     a problem's packs (:func:`_pack`)."""
-    (ax, mux), (ay, muy), entries_args, corr_args = _unpack(layout, x, y, scalars)
-    return program(*statics, i, j, ax, ay, mux, muy, entries_args, corr_args, *rest)
+    (ax, mux), (ay, muy), entries_args, corr_args, extra = _unpack(layout, x, y, scalars)
+    return program(*statics, i, j, ax, ay, mux, muy, entries_args, corr_args, extra, *rest)
 
 
 @functools.partial(jax.jit, static_argnums=tuple(range(5)))
 def _steps_program(
-    entries_fn, corr_fn, step, diagonal_step, stops, i, j, ax, ay, mux, muy, entries_args, corr_args, lam
+    entries_fn, corr_fn, step, diagonal_step, stops, i, j, ax, ay, mux, muy, entries_args, corr_args, extra, lam
 ):
     """The ``T``-step values ``(len(stops), *shape)`` of the entries ``(i, j)`` (broadcasting
     together to ``shape``) in one compiled program: their problems (:func:`_prepare`; ``ax``,
@@ -1245,8 +1366,8 @@ def _steps_program(
     return solver.pair_steps(step, diagonal_step, stops, *problems, lam, (mux[i], muy[j]))
 
 
-@functools.partial(jax.jit, static_argnums=tuple(range(7)))
-def _chunk_program(entries_fn, corr_fn, step, passes, limit, exact, solve, i, j, ax, ay, mux, muy, *rest):
+@functools.partial(jax.jit, static_argnums=tuple(range(8)))
+def _chunk_program(entries_fn, corr_fn, step, passes, limit, exact, solve, series_spec, i, j, ax, ay, mux, muy, *rest):
     """The entries ``(i, j)`` in one compiled program: their problems (:func:`_prepare`), the
     bracket, then :func:`dekc.solver.fast_passes` (``solve`` False) or the whole solve,
     :func:`dekc.solver.solve_passes`, and :func:`_finish`. ``i`` and ``j`` are int32 host
@@ -1257,7 +1378,7 @@ def _chunk_program(entries_fn, corr_fn, step, passes, limit, exact, solve, i, j,
     (the whole solve also returns the starts, NaN for identical inputs: computed before the passes).
     (Computing flat ``(i, j)`` here from the chunk's first flat index made the program 2 ms
     slower per chunk of 2¹⁷ entries than taking them from the host, 0.4 ms.)"""
-    entries_args, corr_args, lam, fit = rest
+    entries_args, corr_args, extra, lam, fit = rest
     a, b, c_s, mx, my, p0, same = _prepare(entries_fn, corr_fn, limit, i, j, ax, ay, mux, muy, entries_args, corr_args)
     lo, hi = _bracket(a, b, same, exact)
     predicted = jnp.zeros((), bool)
@@ -1276,8 +1397,16 @@ def _chunk_program(entries_fn, corr_fn, step, passes, limit, exact, solve, i, j,
         p, status = solver.solve_passes(step, passes, p0, lo, hi, a, b, c_s, mx, my, lam)
         packed = jax.lax.complex(_finish(p, a, b, same, exact), status.astype(p.dtype)).reshape(shape)
         return packed, jnp.where(same, jnp.nan, p0).reshape(shape)
+    if series_spec is not None:  # the series' coefficients per entry (:func:`dekc.series.tile_coefficients`)
+        weights, terms, tolerance = series_spec
+        (xs, tails_x), (ys, tails_y) = extra
+        args = (*args, series.tile_coefficients(weights, xs, ys, i, j, c_s, mx, my))
     z = solver.fast_passes(step, passes, p0, lo, hi, *args)[0]
     done = jnp.imag(z) > 0
+    if series_spec is not None:  # the roots, and which of them the first terms do not certify
+        uncertified = done & ~series.tile_certified(terms, tolerance, tails_x, tails_y, i, j, jnp.real(z), a, b)
+        value = jnp.where(done, _finish(jnp.real(z), a, b, same, exact), jnp.nan)
+        return jax.lax.complex(value, uncertified.astype(value.dtype))
     if fit is not None:  # a root away from the prediction is solved again from the input's start
         done = done & (~predicted | (jnp.abs(jnp.real(z) - p0) <= fit[-1] * jnp.sqrt(a * b)))
     return jnp.where(done, _finish(jnp.real(z), a, b, same, exact), jnp.nan)

@@ -153,23 +153,29 @@ def choose_terms(pairs: Sequence[tuple[Table, Table]]) -> int:
     return TERMS[int(ok[0])] if ok.size else TERMS[-1]
 
 
+#: terms of :func:`polynomial` unrolled in the compiled program (a loop beyond)
+_UNROLLED_TERMS = 32
+
+
 @jax.jit
 def polynomial(coef, r):
-    """``(Σ_k coef_k r^k, Σ_k k coef_k r^(k−1))`` per row of ``coef`` ``(m, K)``: Horner's rule,
-    unrolled (one fused loop over the rows) up to :data:`TERMS` ``[-1]`` terms, a loop beyond."""
-    terms = coef.shape[1]
-    value, slope = coef[:, terms - 1], jnp.zeros_like(r)
-    if terms > TERMS[-1]:
+    """``(Σ_k coef_k r^k, Σ_k k coef_k r^(k−1))`` per entry of ``coef`` ``(*shape, K)`` (``r``:
+    ``shape``): Horner's rule, unrolled (one fused loop over the entries) up to
+    :data:`_UNROLLED_TERMS` terms, a loop beyond (XLA took 6–8 s to compile the Newton passes
+    with 256 unrolled terms)."""
+    terms = coef.shape[-1]
+    value, slope = coef[..., terms - 1], jnp.zeros_like(r)
+    if terms > _UNROLLED_TERMS:
 
         def horner(carry, column):
             value, slope = carry
             return (value * r + column, slope * r + value), None
 
-        (value, slope), _ = jax.lax.scan(horner, (value, slope), coef[:, terms - 2 :: -1].T)
+        (value, slope), _ = jax.lax.scan(horner, (value, slope), jnp.moveaxis(coef[..., terms - 2 :: -1], -1, 0))
         return value, slope
     for k in range(terms - 2, -1, -1):
         slope = slope * r + value
-        value = value * r + coef[:, k]
+        value = value * r + coef[..., k]
     return value, slope
 
 
@@ -198,13 +204,38 @@ def _combine(weights: tuple, terms: int, xs, ys, i, j, c, mu_x, mu_y):
 def _certify(terms: int, column: int, tolerance, tails_x, tails_y, i, j, p, a, b):
     """Whether ``|r|^K √(t_f t_g) ≤ tolerance`` for every series pair of each entry (``K`` =
     ``terms``, the tails' ``column``)."""
+    return _within_bound(
+        terms, tolerance, [(tx[i, column], ty[j, column]) for tx, ty in zip(tails_x, tails_y)], p, a, b
+    )
+
+
+def _within_bound(terms: int, tolerance, tails: list, p, a, b):
+    """Whether ``|r|^K √(t_f t_g) ≤ tolerance`` for each pair ``(t_f, t_g)`` of ``tails`` (the
+    entries' relative tails after ``K`` = ``terms`` terms) at the root ``p``."""
     sab = jnp.sqrt(a * b)
     r = jnp.where(sab > 0, jnp.abs(p) / jnp.where(sab > 0, sab, 1.0), 0.0)
     reach = jnp.minimum(r, 1.0) ** terms
     ok = jnp.ones(p.shape, bool)
-    for tx, ty in zip(tails_x, tails_y):
-        ok = ok & (reach * jnp.sqrt(tx[i, column] * ty[j, column]) <= tolerance)
+    for tx, ty in tails:
+        ok = ok & (reach * jnp.sqrt(tx * ty) <= tolerance)
     return ok
+
+
+def tile_coefficients(weights: tuple, xs, ys, i, j, c, mu_x, mu_y):
+    """:meth:`GramSeries.coefficients` from the tables of :meth:`GramSeries.tile_sides` (``xs``,
+    ``ys``: ``(K, inputs)`` per pair) for entries ``(i, j)`` that broadcast together (a tile's
+    rows and columns): ``D`` ``(*shape, K)``, each table row gathered once per input."""
+    factor = {"one": jnp.ones_like(c), "-mu_y": -mu_y, "-mu_x": -mu_x, "c": c}
+    total = 0.0
+    for weight, fx, gy in zip(weights, xs, ys):
+        total = total + factor[weight][..., None] * jnp.moveaxis(fx[:, i], 0, -1) * jnp.moveaxis(gy[:, j], 0, -1)
+    return total
+
+
+def tile_certified(terms: int, tolerance, tails_x, tails_y, i, j, p, a, b):
+    """:meth:`GramSeries.certified` from the tails of :meth:`GramSeries.tile_sides` (``(inputs,)``
+    per pair, at ``terms``)."""
+    return _within_bound(terms, tolerance, [(tx[i], ty[j]) for tx, ty in zip(tails_x, tails_y)], p, a, b)
 
 
 def series_step(closed: Callable, p, a, b, c, mu_x, mu_y, lam, D):
@@ -253,6 +284,25 @@ class GramSeries:
         to :attr:`terms`, default :attr:`terms`)."""
         terms = self.terms if terms is None else terms
         return _combine(self._weights, terms, self._xs, self._ys, i, j, c, mu_x, mu_y)
+
+    @property
+    def weights(self) -> tuple:
+        """The weight of each series pair in the update (``"one"``, ``"-mu_y"``, ``"-mu_x"``, ``"c"``)."""
+        return self._weights
+
+    def tile_sides(self, terms: int) -> tuple:
+        """The first ``terms`` coefficients and the relative tails after them, per input, for
+        :func:`tile_coefficients` and :func:`tile_certified`: ``((xs, tails_x), (ys, tails_y))``,
+        host arrays with the input along the last axis (``(terms, n)`` tables, ``(n,)`` tails)."""
+        column = self._checkpoints.index(terms)
+
+        def side(tables, tails):
+            return (
+                tuple(np.asarray(t[:, :terms]).T for t in tables),
+                tuple(np.asarray(t[:, column]) for t in tails),
+            )
+
+        return side(self._xs, self._tails_x), side(self._ys, self._tails_y)
 
     def certified(self, i, j, p, a, b, terms: int | None = None):
         """Whether each entry's truncation bound with ``terms`` terms (default :attr:`terms`) at its

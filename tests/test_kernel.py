@@ -678,10 +678,10 @@ def test_fitted_start_gives_the_roots_of_the_input_start(relu_kernel, monkeypatc
     solved = []
     chunk_call = kernel.Kernel._chunk_call
 
-    def counted(self, problem, options, ax, ay, i, j, solve, fit=None):
+    def counted(self, problem, options, ax, ay, i, j, solve, *rest):
         if solve:
             solved.append(int(np.prod(np.broadcast_shapes(i.shape, j.shape))))
-        return chunk_call(self, problem, options, ax, ay, i, j, solve, fit)
+        return chunk_call(self, problem, options, ax, ay, i, j, solve, *rest)
 
     start_fit = kernel.Kernel._start_fit
 

@@ -158,6 +158,37 @@ def test_series_path_reproduces_a_closed_form_gram(monkeypatch):
     assert np.max(np.abs(cross - expected[:25, 15:]) / d[:25, 15:]) < 1e-10
 
 
+def test_series_tiles_certify_converged_roots_with_every_term(monkeypatch):
+    """A series kernel's Gram matrix is solved by tiles with the first 32 terms; roots those
+    cannot certify are solved again from there with every term. Over tiles cut at the matrix's
+    edges and several calls (two tiles each), square and rectangular, every entry agrees with
+    the closed form."""
+    ker = dekc.compile_kernel("gaussian", reparam="relu")
+    through = _relu_through_the_series(ker)
+    X = np.random.default_rng(6).normal(size=(200, 3))
+    expected = ker.gram(X, lam=2.0, bias=0.5)
+    d = np.sqrt(np.outer(np.diag(expected), np.diag(expected)))
+    r = np.abs(expected / d)[np.triu_indices(200, 1)]
+    # relu's relative tail after K terms is about 0.084 K^(-3/2): to 1e-11, 32 terms certify
+    # |r| below about 0.57 (r^32 · 4.6e-4 <= 1e-11) and 256 terms every entry here (|r| <= 0.72)
+    assert np.count_nonzero(r > 0.6) > 500
+    passes = []
+    series_pass = dekc.kernel.Kernel._series_pass
+
+    def counted(self, gram_series, part, *args):
+        passes.append(part.size)
+        return series_pass(self, gram_series, part, *args)
+
+    monkeypatch.setattr(dekc.kernel.Kernel, "_series_pass", counted)
+    monkeypatch.setattr(dekc.kernel.Kernel, "_tiles_per_call", lambda self, tiles, chunk=None: 2)
+    got = through.gram(X, lam=2.0, bias=0.5)
+    assert np.max(np.abs(got - expected) / d) < 1e-10
+    assert sum(passes) >= np.count_nonzero(r > 0.6)  # solved again with every term
+    assert through.diagnostics.long_series_entries == 0  # (the long series: the test above)
+    cross = through.gram(X[:130], X[70:], lam=2.0, bias=0.5)
+    assert np.max(np.abs(cross - expected[:130, 70:]) / d[:130, 70:]) < 1e-10
+
+
 @pytest.fixture(scope="module")
 def logistic():
     return dekc.compile_kernel("bernoulli", reparam="identity")
