@@ -20,6 +20,9 @@ Everything is measured in this run and printed as ratios; nothing here fails a b
   plainly), measured interleaved with the fixed point: the fixed point's time over the jitted
   NNGP's, and the plain call's over the jitted one;
 * ns per entry of the fixed point for each n in ``--sizes``;
+* the other paths at ``--n``: T-step kernels (T = 1 and 5) against the jitted NNGP of the same
+  depth, ``from_moments`` with and without the O(n³) PSD test against ``gram``, and the kernels
+  whose expectations are Mehler series (gaussian with sigmoid and tanh links: 16 and 256 terms);
 * the first Gram matrix of a fresh process (kernel cached) with an empty and with a warm XLA
   compilation cache (``DEKC_XLA_CACHE_DIR``);
 * for each n in ``--grad-sizes``: the compile and run times of ``jax.jit(jax.grad(...))`` of the
@@ -242,6 +245,16 @@ def main():
     nngp_jit = jax.jit(lambda X: nngp(X))
     nngp_jit(X).block_until_ready()
     nngp(X)
+    nngp5 = jax.jit(lambda X: dekc.nngp("relu", 5)(X))
+    nngp5(X).block_until_ready()
+    series_kernels = {name: dekc.compile_kernel("gaussian", reparam=name) for name in ("sigmoid", "tanh")}
+    for other in series_kernels.values():
+        other.gram(X, lam=lam)
+        terms = other.diagnostics.series_terms
+        assert terms is not None, "a series kernel"
+    for T in (1, 5):
+        ker.gram(X, lam=lam, steps=T)
+    ker.from_moments(c, mu, lam=lam, check_psd=False)
     # interleaved, so that the load of a shared machine affects floor and kernel alike
     floors, polys, grams, moments, jitted, plain = [], [], [], [], [], []
     for _ in range(args.repeat):
@@ -253,6 +266,20 @@ def main():
         plain.append(best_of(lambda: nngp(X), 1))
     floor, poly_floor, dekc_time, moments_time = min(floors), min(polys), min(grams), min(moments)
     nngp_time, plain_time = min(jitted), min(plain)
+    # the other paths, interleaved with their baselines
+    paths: dict = {key: [] for key in ("T1", "T5", "nngp5", "unchecked", "sigmoid", "tanh")}
+    for _ in range(args.repeat):
+        paths["T1"].append(best_of(lambda: ker.gram(X, lam=lam, steps=1), 3))
+        paths["T5"].append(best_of(lambda: ker.gram(X, lam=lam, steps=5), 3))
+        paths["nngp5"].append(best_of(lambda: nngp5(X).block_until_ready(), 3))
+        paths["unchecked"].append(best_of(lambda: ker.from_moments(c, mu, lam=lam, check_psd=False), 1))
+        for name, other in series_kernels.items():
+            paths[name].append(best_of(lambda other=other: other.gram(X, lam=lam), 1))
+    best = {key: min(values) for key, values in paths.items()}
+    series_terms = {}
+    for name, other in series_kernels.items():
+        other.gram(X, lam=lam)
+        series_terms[name] = other.diagnostics.series_terms
     ns_per_entry = {}
     for size in (int(x) for x in args.sizes.split(",")):
         Xs = np.random.default_rng(2).normal(size=(size, 5))
@@ -326,6 +353,22 @@ def main():
         f"{dekc_time / nngp_time:5.2f} (target <= 3)"
     )
     print(f"  NNGP called plainly             {plain_time * 1e3:9.1f} ms   plain / jit = {plain_time / nngp_time:5.2f}")
+    print(
+        f"  T-step kernels                  T = 1: {best['T1'] * 1e3:.1f} ms = {best['T1'] / nngp_time:4.2f} x jitted NNGP "
+        f"depth 1; T = 5: {best['T5'] * 1e3:.1f} ms = {best['T5'] / best['nngp5']:4.2f} x jitted NNGP depth 5 "
+        f"({best['nngp5'] * 1e3:.1f} ms)"
+    )
+    print(
+        f"  from_moments                    {moments_time * 1e3:.1f} ms with the PSD test, "
+        f"{best['unchecked'] * 1e3:.1f} ms with check_psd=False = {best['unchecked'] / dekc_time:4.2f} x gram"
+    )
+    print(
+        "  series kernels (gaussian)       "
+        + "; ".join(
+            f"{name} ({series_terms[name]} terms): {best[name] * 1e3:.0f} ms = {best[name] / dekc_time:5.1f} x relu"
+            for name in series_kernels
+        )
+    )
     print("  fixed point ns per entry        " + ", ".join(f"n = {k}: {v:.1f}" for k, v in ns_per_entry.items()))
     print(
         f"  first gram of a fresh process   {first_cold:.2f} s with an empty XLA cache, "

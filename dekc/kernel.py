@@ -283,7 +283,8 @@ class Kernel:
                     advice="rescale the inputs (X, input_scale, bias)",
                 )
         feature = moments.feature_moments(features)
-        xt, yt, nx, ny, products, s2, cdx, cdy, mux, muy = moments.input_moments(
+        compute = moments.input_moments if traced else moments.blocked_input_moments
+        xt, yt, nx, ny, products, s2, cdx, cdy, mux, muy = compute(
             feature, symmetric, X, X if symmetric else Y, input_scale, bias, feature_scale
         )
         if not traced:
@@ -543,16 +544,8 @@ class Kernel:
                 self._check_diagonal_scale(at_stops, which, lam)
             return jnp.concatenate([jnp.broadcast_to(a0, cd.shape)[None], cd[None], at_stops])
         if not traced:  # numpy: no eager JAX operations (each is a compiled program)
-            start = np.maximum(np.asarray(a0, np.float64), 0.0)
-            a, status = solver.newton(
-                solver.diagonal_iteration,
-                self._diag_step,
-                start,
-                np.zeros_like(start),
-                np.full_like(start, np.inf),
-                (cd, mu, lam),
-                traced,
-            )
+            start = np.broadcast_to(np.maximum(np.asarray(a0, np.float64), 0.0), np.shape(cd))
+            a, status = _diagonal_blocks(self._diag_step, start, np.asarray(cd, np.float64), np.asarray(mu), lam)
             self._report(status, a0=a0, which=which, lam=lam, cd=cd, mu=mu)
             self._check_diagonal_scale(a, which, lam)
             return np.asarray(a)[None, :]
@@ -1021,6 +1014,24 @@ class Kernel:
             f"the fixed-point iteration {what} at {where} ({detail}, lam = {float(lam):.6g}); "
             f"{hint}. Try a larger lam, a smaller start (psi0) or a finite number of steps."
         )
+
+
+def _diagonal_blocks(step, start, cd, mu, lam):
+    """The diagonal fixed points from ``start`` (host arrays), :data:`dekc.moments.ROW_BLOCK`
+    inputs per solve (the last block padded with its first input): the compiled iteration does
+    not depend on ``n``. Returns ``(values, statuses)``."""
+    n = start.shape[0]
+    size = min(moments.ROW_BLOCK, max(16, solver.pow2_at_least(n)))
+    a, status = np.empty(n), np.empty(n, dtype=np.int64)
+    for lo in range(0, n, size):
+        part = np.arange(lo, min(lo + size, n))
+        idx = np.concatenate([part, np.full(size - part.size, lo)])
+        args = (cd[idx], mu[idx], lam)
+        values, flags = solver.newton(
+            solver.diagonal_iteration, step, start[idx], np.zeros(size), np.full(size, np.inf), args, False
+        )
+        a[part], status[part] = np.asarray(values)[: part.size], np.asarray(flags)[: part.size]
+    return a, status
 
 
 def _host_solves() -> bool:

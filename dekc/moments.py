@@ -57,10 +57,31 @@ def row_ids(xt, yt, symmetric: bool):
     if is_traced(xt, yt):
         return xt, yt
     rows = np.asarray(xt) if symmetric else np.concatenate([np.asarray(xt), np.asarray(yt)])
-    ids = np.unique(rows, axis=0, return_inverse=True)[1].reshape(-1).astype(np.int32)
-    if symmetric:
-        return jnp.asarray(ids), jnp.asarray(ids)
-    return jnp.asarray(ids[: len(xt)]), jnp.asarray(ids[len(xt) :])
+    ids = _equal_rows(rows)
+    if symmetric:  # (host arrays: a device copy would load a program for every n)
+        return ids, ids
+    return ids[: len(xt)], ids[len(xt) :]
+
+
+def _equal_rows(rows: np.ndarray) -> np.ndarray:
+    """int32 ids, equal exactly for equal rows (``-0.0 == 0.0``), numbered in the order of the
+    rows sorted by a projection on fixed weights (equal rows have equal projections); when two
+    rows that differ project alike and sit side by side in that order, by the lexicographic
+    order of the rows instead (measured at n = 1000: 0.15 ms against 1.7 ms for
+    ``np.unique(axis=0)``)."""
+    n = rows.shape[0]
+    weights = 1.0 + np.arange(rows.shape[1]) / (np.pi * max(1, rows.shape[1]))
+    projection = np.einsum("ij,j->i", rows, weights)
+    order = np.argsort(projection, kind="stable")
+    ordered = rows[order]
+    differ = np.any(ordered[1:] != ordered[:-1], axis=1)
+    if np.any(differ & (projection[order][1:] == projection[order][:-1])):
+        order = np.lexsort(rows.T[::-1])
+        ordered = rows[order]
+        differ = np.any(ordered[1:] != ordered[:-1], axis=1)
+    ids = np.empty(n, dtype=np.int32)
+    ids[order] = np.concatenate([[0], np.cumsum(differ)]).astype(np.int32)
+    return ids
 
 
 def same_rows(ids_x, ids_y, i, j):
@@ -158,6 +179,48 @@ def input_moments(feature: FeatureMoments, symmetric: bool, X, Y, input_scale, b
         feature_scale * feature.f1_one_point(nx),
         feature_scale * feature.f1_one_point(ny),
     )
+
+
+#: rows per compiled call of :func:`blocked_input_moments` (fewer, a power of two, for fewer rows)
+ROW_BLOCK = 1024
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _side_moments(feature: FeatureMoments, X, input_scale, bias, feature_scale):
+    """``(x̃, |x̃|², c(x, x), μ(x))`` of the rows of ``X``."""
+    xt = augment(X, input_scale, bias)
+    norms = jnp.sum(xt * xt, axis=1)
+    return (
+        xt,
+        norms,
+        jnp.square(feature_scale) * feature.ff_one_point(norms),
+        feature_scale * feature.f1_one_point(norms),
+    )
+
+
+def blocked_input_moments(feature: FeatureMoments, symmetric: bool, X, Y, input_scale, bias, feature_scale):
+    """:func:`input_moments` of concrete inputs as host arrays, computed :data:`ROW_BLOCK` rows
+    per compiled call (the last block padded with its first row): the program does not depend
+    on ``n``, so a Gram matrix of a new size loads none (measured: loading one took the peak
+    memory of a first matrix at n = 4000 from about 1.05 to 1.15–1.2 times the output)."""
+
+    def side(Z):
+        Z = np.asarray(Z, dtype=np.float64)
+        n = Z.shape[0]
+        size = min(ROW_BLOCK, max(16, 1 << max(0, n - 1).bit_length()))
+        parts = []
+        for lo in range(0, n, size):
+            block = Z[lo : lo + size]
+            if block.shape[0] < size:
+                block = np.concatenate([block, np.repeat(block[:1], size - block.shape[0], axis=0)])
+            parts.append([np.asarray(v) for v in _side_moments(feature, block, input_scale, bias, feature_scale)])
+        return [np.concatenate(column)[:n] for column in zip(*parts)]
+
+    xt, nx, cdx, mux = side(X)
+    yt, ny, cdy, muy = (xt, nx, cdx, mux) if symmetric else side(Y)
+    # (the matrix of products, for many columns, in one compiled product: BLAS threads spin)
+    products = (xt.T, yt.T) if xt.shape[1] <= DOT_COLUMNS else np.asarray(jnp.asarray(xt) @ jnp.asarray(yt).T)
+    return InputMoments(xt, yt, nx, ny, products, float(feature_scale) ** 2, cdx, cdy, mux, muy)
 
 
 def feature_moments(features) -> FeatureMoments:

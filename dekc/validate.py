@@ -263,7 +263,7 @@ def _check_symmetric(c: np.ndarray) -> None:
             i, j = np.unravel_index(int(np.argmax(bad)), bad.shape)
             i, j = int(i) + r0, int(j) + r0
             raise InputError(
-                f"c must be symmetric (an input kernel): c[{i}, {j}] = {c[i, j]!r} but c[{j}, {i}] = {c[j, i]!r}"
+                f"c must be symmetric (an input kernel): c[{i}, {j}] = {float(c[i, j])!r} but c[{j}, {i}] = {float(c[j, i])!r}"
             )
 
 
@@ -279,8 +279,8 @@ def _check_pairs(c: np.ndarray, d: np.ndarray) -> None:
             i, j = np.unravel_index(int(np.argmax(bad)), bad.shape)
             i, j = int(i) + r0, int(j)
             raise InputError(
-                f"c is not positive semi-definite: c[{i}, {j}] = {c[i, j]!r} exceeds √(c[{i}, {i}] c[{j}, {j}]) "
-                f"= {root[i] * root[j]!r} (Cauchy–Schwarz); an input kernel must be PSD (a Gram matrix of features)"
+                f"c is not positive semi-definite: c[{i}, {j}] = {float(c[i, j])!r} exceeds √(c[{i}, {i}] c[{j}, {j}]) "
+                f"= {float(root[i] * root[j])!r} (Cauchy–Schwarz); an input kernel must be PSD (a Gram matrix of features)"
             )
 
 
