@@ -633,12 +633,13 @@ class Kernel:
         rows, cols, counts = _tiles(n, m, symmetric)
         per_call = self._tiles_per_call(rows.size, None if first is None else (1 << 22) // first)
         total = int(counts.sum())
-        # every solve of the moving entries has this size (one compiled shape: a fresh process
-        # traces each shape, about 0.2 s, even when XLA's cache holds the program)
+        # every solve of the moving entries has the fit sample's size, whatever n (the same
+        # compiled program: a fresh process traces each shape, about 0.2 s, even when XLA's cache
+        # holds the program); a few per cent of the entries move on from the input correlation,
+        # about 0.1 % from a fitted start: a larger size pads the last solve more (measured at
+        # n = 250: the matrix in 8.7–10 ms with them padded to 2¹⁵, in 4.5–5.1 ms to 4096)
         fit = None if gram_series is not None else self._start_fit(problem, options, ax, ay, total)
-        moving_size = min(self._moving_chunk, max(solver.MIN_PASSES_SIZE, solver.pow2_at_least(total)))
-        if fit is not None:  # few entries are left moving: the sample's size (the same program)
-            moving_size = _FIT_SAMPLE
+        moving_size = min(self._moving_chunk, _FIT_SAMPLE)
 
         def solve_moving(rows, cols, size):
             if gram_series is None:
@@ -768,8 +769,8 @@ class Kernel:
 
     @property
     def _moving_chunk(self) -> int:
-        """Entries per call of the moving entries' solve: a quarter chunk (its working memory,
-        about 240 bytes an entry, is then 8 MiB)."""
+        """Entries per call of the moving entries' solve at most: a quarter chunk (its working
+        memory, about 240 bytes an entry, is then at most 8 MiB)."""
         return max(solver.MIN_PASSES_SIZE, self._chunk // 4)
 
     def _tiles_per_call(self, tiles: int, chunk: int | None = None) -> int:
