@@ -322,8 +322,7 @@ class Kernel:
 
         Entries with ``c_ij = c_ii = c_jj`` and ``μ_i = μ_j`` are identical inputs (diagonal
         value). ``psi0`` is ``"constant"`` (every entry 1) or an ``(n, n)`` array: where the
-        ``T``-step iteration starts (the fixed point starts each entry at the correlation of the
-        moments, which changes only how fast it is found). ``c`` is checked to be symmetric and
+        iteration starts. ``c`` is checked to be symmetric and
         positive semi-definite; the second test factorises ``c`` (O(n³) time: 0.07 s at
         n = 2000 on two cores, a thousand times that at ten times n). ``check_psd=False``, for
         moments known to be PSD, checks every pair's ``c_ij² <= c_ii c_jj`` instead (O(n²)).
@@ -745,7 +744,8 @@ class Kernel:
         """Where the roots lie, learnt from a sample: :data:`_FIT_SAMPLE` entries drawn at random
         (a fixed seed) are solved from their start, and their scaled roots ``k/√(ab)`` are fitted
         by a Chebyshev series of degree :data:`_FIT_DEGREE` in ``w = √(1 − r) − √(1 + r)``
-        (:func:`_fit_variable`) of their start correlation ``r = p0/√(ab)``. Returns one array,
+        (:func:`_fit_variable`) of their start correlation ``r = p0/√(ab)`` (or of the correlation
+        ``Start.fit_correlation`` gives, such as the moments' for a constant start). Returns one array,
         the coefficients followed by ``low``, ``high`` (the sample's range of ``w``) and
         ``accept`` (:data:`_FIT_ACCEPT`), or ``None`` when the Gram matrix has fewer
         than :data:`_FIT_MIN_ENTRIES` entries (``total``) or the roots are not a function of the
@@ -820,6 +820,7 @@ class Kernel:
             options.diagonal == "exact",
             solve,
             series_spec,
+            problem.start.fit_correlation,
         )
         return _tile_call(problem, _chunk_program, statics, ax, ay, i, j, options.lam, fit)
 
@@ -1401,8 +1402,10 @@ def _steps_program(
     return solver.pair_steps(step, diagonal_step, stops, *problems, lam, (mux[i], muy[j]))
 
 
-@functools.partial(jax.jit, static_argnums=tuple(range(8)))
-def _chunk_program(entries_fn, corr_fn, step, passes, limit, exact, solve, series_spec, i, j, ax, ay, mux, muy, *rest):
+@functools.partial(jax.jit, static_argnums=tuple(range(9)))
+def _chunk_program(
+    entries_fn, corr_fn, step, passes, limit, exact, solve, series_spec, predictor, i, j, ax, ay, mux, muy, *rest
+):
     """The entries ``(i, j)`` in one compiled program: their problems (:func:`_prepare`), the
     bracket, then :func:`dekc.solver.fast_passes` (``solve`` False) or the whole solve,
     :func:`dekc.solver.solve_passes`, and :func:`_finish`. ``i`` and ``j`` are int32 host
@@ -1410,28 +1413,33 @@ def _chunk_program(entries_fn, corr_fn, step, passes, limit, exact, solve, serie
     ``(tiles, 1, columns)``; the result has their broadcast shape. With ``solve``, it is
     ``value + i·status`` (complex128); after the passes alone, the values, NaN for the entries
     still moving. Nothing else: XLA:CPU would evaluate the passes again for every further output
-    (the whole solve also returns the starts, NaN for identical inputs: computed before the passes).
+    (the whole solve also returns the starts, NaN for identical inputs: computed before the passes;
+    with a ``predictor``, the start's correlation function whose correlations predict the roots,
+    ``Start.fit_correlation``, those correlations times ``√(ab)`` instead).
     (Computing flat ``(i, j)`` here from the chunk's first flat index made the program 2 ms
     slower per chunk of 2¹⁷ entries than taking them from the host, 0.4 ms.)"""
     entries_args, corr_args, extra, lam, fit = rest
     a, b, c_s, mx, my, p0, same = _prepare(entries_fn, corr_fn, limit, i, j, ax, ay, mux, muy, entries_args, corr_args)
     lo, hi = _bracket(a, b, same, exact)
     predicted = jnp.zeros((), bool)
+    guide = None if predictor is None else jnp.clip(predictor(i, j, *corr_args), -1.0, 1.0)
     if fit is not None:  # start where the roots of a solved sample predict (:meth:`Kernel._start_fit`)
-        p0, predicted = _fitted_start(fit, a, b, p0, same)
+        p0, predicted = _fitted_start(fit, a, b, p0, same, guide)
+    if solve:  # what the sample's roots are fitted against
+        guide = p0 if guide is None else guide * jnp.sqrt(a * b)
     # computed once: otherwise XLA evaluates the gathers and input moments again in every pass
-    a, b, c_s, mx, my, p0, same, lo, hi, predicted = jax.lax.optimization_barrier(
-        (a, b, c_s, mx, my, p0, same, lo, hi, predicted)
+    a, b, c_s, mx, my, p0, same, lo, hi, predicted, guide = jax.lax.optimization_barrier(
+        (a, b, c_s, mx, my, p0, same, lo, hi, predicted, guide)
     )
     args = (a, b, c_s, mx, my, lam)
     if solve:  # on flat arrays
         shape = p0.shape
-        p0, lo, hi, a, b, c_s, mx, my, same = (
-            jnp.broadcast_to(x, shape).reshape(-1) for x in (p0, lo, hi, *args[:5], same)
+        p0, lo, hi, a, b, c_s, mx, my, same, guide = (
+            jnp.broadcast_to(x, shape).reshape(-1) for x in (p0, lo, hi, *args[:5], same, guide)
         )
         p, status = solver.solve_passes(step, passes, p0, lo, hi, a, b, c_s, mx, my, lam)
         packed = jax.lax.complex(_finish(p, a, b, same, exact), status.astype(p.dtype)).reshape(shape)
-        return packed, jnp.where(same, jnp.nan, p0).reshape(shape)
+        return packed, jnp.where(same, jnp.nan, guide).reshape(shape)
     if series_spec is not None:  # the series' coefficients per entry (:func:`dekc.series.tile_coefficients`)
         weights, terms, tolerance = series_spec
         (xs, tails_x), (ys, tails_y) = extra
@@ -1478,14 +1486,16 @@ def _fit_variable(r, xp=jnp):
     return xp.sqrt(1.0 - r) - xp.sqrt(1.0 + r)
 
 
-def _fitted_start(fit, a, b, p0, same):
-    """The start ``√(ab)·f(w)`` (``w`` of :func:`_fit_variable`) for the entries whose start
-    correlation ``r = p0/√(ab)`` has its ``w`` in the fit's range (``fit``: the coefficients of a
-    Chebyshev series on ``[low, high]``, then ``low``, ``high`` and ``accept``), ``p0`` for the
-    others; and which entries took the prediction."""
+def _fitted_start(fit, a, b, p0, same, r=None):
+    """The start ``√(ab)·f(w)`` (``w`` of :func:`_fit_variable`) for the entries whose correlation
+    ``r`` (default: the start's, ``p0/√(ab)``) has its ``w`` in the fit's range (``fit``: the
+    coefficients of a Chebyshev series on ``[low, high]``, then ``low``, ``high`` and
+    ``accept``), ``p0`` for the others; and which entries took the prediction."""
     coefficients, low, high = fit[:-3], fit[-3], fit[-2]
     sab = jnp.sqrt(a * b)
-    w = _fit_variable(jnp.where(sab > 0, p0 / jnp.where(sab > 0, sab, 1.0), 0.0))
+    if r is None:
+        r = jnp.where(sab > 0, p0 / jnp.where(sab > 0, sab, 1.0), 0.0)
+    w = _fit_variable(r)
     predicted = (w >= low) & (w <= high) & ~same & (sab > 0)
     u = (2.0 * w - (low + high)) / (high - low)
     # Clenshaw's recurrence

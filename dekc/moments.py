@@ -284,6 +284,9 @@ class Start:
     correlation_args: tuple
     #: which input indexes each of ``correlation_args`` (as :func:`entries_arguments`), or ``None``
     sides: Any = None
+    #: the correlation, from the same arguments, that predicts the roots of a fitted start
+    #: (``Kernel._start_fit``); ``None``: the start correlation itself
+    fit_correlation: Callable | None = None
 
 
 def pair_sides(products):
@@ -301,13 +304,42 @@ def entries_arguments(ids_x, ids_y, nx, ny, products, cdx, s2) -> tuple[tuple, t
     return (ids_x, ids_y, nx, ny, products, cdx, s2), (None if sides[4] is None else sides)
 
 
+def _unit_then_moments(i, j, c, cd):
+    return _unit_correlation(i, j)
+
+
+def _array_then_moments(i, j, psi, d, c, cd):
+    return _array_correlation(i, j, psi, d)
+
+
+def _moments_after_unit(i, j, c, cd):
+    return _array_correlation(i, j, c, cd)
+
+
+def _moments_after_array(i, j, psi, d, c, cd):
+    return _array_correlation(i, j, c, cd)
+
+
 def moment_start(start: Start, c, cd) -> Start:
-    """``start`` with the correlation of the input moments, ``c(x, y)/√(c(x, x) c(y, y))``, for a
-    fixed point from moments: the fixed point does not depend on where the iteration starts,
-    and its roots are close to smooth functions of this correlation (for a positively
-    homogeneous kernel, functions of it alone), while a constant start is the same for every
-    entry."""
-    return dataclasses.replace(start, correlation=_array_correlation, correlation_args=(c, cd), sides=None)
+    """``start`` (``"constant"`` or an array) for a fixed point from moments, with the correlation
+    of the input moments, ``c(x, y)/√(c(x, x) c(y, y))``, as the one a fitted start predicts
+    from: for a positively homogeneous kernel the scaled roots are a function of it, while a
+    constant start is the same for every entry."""
+    if start.correlation is _unit_correlation:
+        return dataclasses.replace(
+            start,
+            correlation=_unit_then_moments,
+            correlation_args=(c, cd),
+            fit_correlation=_moments_after_unit,
+            sides=None,
+        )
+    return dataclasses.replace(
+        start,
+        correlation=_array_then_moments,
+        correlation_args=(*start.correlation_args, c, cd),
+        fit_correlation=_moments_after_array,
+        sides=None,
+    )
 
 
 def start(psi0, nx, ny, products, symmetric: bool, n: int) -> Start:

@@ -677,6 +677,15 @@ def test_fitted_start_gives_the_roots_of_the_input_start(relu_kernel, monkeypatc
         d = np.sqrt(np.abs(np.diag(plain["square"])))
         scale = np.outer(d, d) if key == "square" else np.outer(d[:600], np.sqrt(np.diag(relu_kernel.gram(Y, lam=2.0))))
         assert np.max(np.abs(fitted[key] - K) / scale) <= 1e-12, key
+    # from moments, the fit predicts from the moments' correlation (the start is constant, or an
+    # array): the same roots
+    c, mu, _ = relu_moments(Xs)
+    xt = augment(Xs)
+    d = np.sqrt(np.diag(plain["square"]))
+    for psi0 in ("constant", xt @ xt.T):
+        K = relu_kernel.from_moments(c, mu, lam=2.0, psi0=psi0)
+        assert relu_kernel.diagnostics.fitted_start
+        assert np.max(np.abs(K - plain["square"]) / np.outer(d, d)) <= 1e-12
 
     # wrong predictions: far from every root, or kept only at zero distance from the prediction;
     # the entries are then solved again from the input's start (whole calls from the start once
