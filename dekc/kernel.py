@@ -532,7 +532,7 @@ class Kernel:
             if stops is None:
                 v = self._fixed_chunk(chunk_problems, options, i, j)[0][None]
             else:
-                v = self._steps_chunk(chunk_problems, options.lam, stops, True, i, j)
+                v = self._steps_chunk(chunk_problems, options.lam, stops)
             # XLA:CPU runs the fusion that writes a loop's output on one core: keep the work out of it
             return jax.lax.optimization_barrier(v)
 
@@ -975,22 +975,12 @@ class Kernel:
         self._report(status, a=a, b=b, c=c_s, mux=mux, muy=muy, lam=lam, i=i[idx], j=j[idx])
         return q, status
 
-    def _steps_chunk(self, problems: ChunkProblems, lam, stops, traced, i, j):
-        """The T-step values ``(len(stops), chunk)`` of one chunk."""
-        p = solver.pair_steps(
-            self._pair_step,
-            self._diag_step,
-            stops,
-            problems.a,
-            problems.b,
-            problems.c_solve,
-            problems.mu_x,
-            problems.mu_y,
-            problems.start,
-            problems.same,
-            lam,
+    def _steps_chunk(self, problems: ChunkProblems, lam, stops):
+        """The T-step values ``(len(stops), chunk)`` of one chunk under tracing."""
+        p = problems
+        return solver.pair_steps(
+            self._pair_step, self._diag_step, stops, p.a, p.b, p.c_solve, p.mu_x, p.mu_y, p.start, p.same, lam
         )
-        return p
 
     def _report(self, status, *, lam, i=None, j=None, **values):
         status = np.asarray(status)
