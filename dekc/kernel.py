@@ -853,16 +853,10 @@ class Kernel:
         solved again from there with every term (:meth:`_series_pass`), ``size`` at a time (the
         last block padded to a power of two, at least 1024: few compiled shapes); those still
         uncertified are appended to ``pending`` (:meth:`_refine`). Their values."""
-        x, y, start = problem.x, problem.y, problem.start
-        sides = (ax, ay, x.mu, y.mu, problem.entries_args, start.correlation_args)
-        limit, exact = options.diagonal == "limit", options.diagonal == "exact"
+        exact = options.diagonal == "exact"
         values = np.empty(i.size)
-        for lo in range(0, i.size, size):
-            part = np.arange(lo, min(lo + size, i.size))
-            padded = min(size, max(1024, solver.pow2_at_least(part.size)))
-            idx = np.concatenate([part, np.full(padded - part.size, part[0])])
-            ii, jj = i[idx].astype(np.int32), j[idx].astype(np.int32)
-            problems = _prepare(problem.entries, start.correlation, limit, ii, jj, *sides)
+        for part, idx in _padded_blocks(i.size, size, smallest=1024):
+            problems = _problems_of(problem, options, ax, ay, i[idx].astype(np.int32), j[idx].astype(np.int32))
             a, b, c_s, mux, muy, _, same = (np.asarray(v)[: part.size] for v in problems)
             ti, tj = i[part], j[part]
             p = np.array(roots[part], dtype=np.float64)
@@ -882,14 +876,9 @@ class Kernel:
         block = (1 << 22) // min(gram_series.terms, _FIRST_TERMS)
         size = min(block, max(16, solver.pow2_at_least(i.size)))
         values = np.empty(i.size)
-        limit = options.diagonal == "limit"
-        x, y, start = problem.x, problem.y, problem.start
-        for lo in range(0, i.size, size):
-            part = np.arange(lo, min(lo + size, i.size))
-            idx = np.concatenate([part, np.full(size - part.size, part[0])])
+        for part, idx in _padded_blocks(i.size, size):
             ii, jj = i[idx].astype(np.int32), j[idx].astype(np.int32)
-            sides = (ax, ay, x.mu, y.mu, problem.entries_args, start.correlation_args)
-            chunk_problems = _prepare(problem.entries, start.correlation, limit, ii, jj, *sides)
+            chunk_problems = _problems_of(problem, options, ax, ay, ii, jj)
             v, uncertain = self._fixed_chunk(chunk_problems, options, ii, jj, gram_series, part.size)
             if uncertain is not None:
                 pending.append(uncertain)
@@ -901,9 +890,7 @@ class Kernel:
         their start (the same iterates, continued) in one compiled call per ``size`` of them
         (the last call padded to ``size``)."""
         values = np.empty(i.size)
-        for lo in range(0, i.size, size):
-            part = np.arange(lo, min(lo + size, i.size))
-            idx = np.concatenate([part, np.full(size - part.size, part[0])])
+        for part, idx in _padded_blocks(i.size, size):
             # int32 as everywhere else: other index types would be another compiled program
             ii, jj = i[idx].astype(np.int32), j[idx].astype(np.int32)
             packed = np.asarray(self._chunk_call(problem, options, ax, ay, ii, jj, True)[0])
@@ -916,9 +903,7 @@ class Kernel:
         status = packed.imag.astype(np.int64)
         if status.any():
             i, j = (np.broadcast_to(x, np.broadcast_shapes(i.shape, j.shape)).reshape(-1) for x in (i, j))
-            sides = (ax, ay, problem.x.mu, problem.y.mu, problem.entries_args, problem.start.correlation_args)
-            limit = options.diagonal == "limit"
-            a, b, c_s, mux, muy, _, same = _prepare(problem.entries, problem.start.correlation, limit, i, j, *sides)
+            a, b, c_s, mux, muy, _, same = _problems_of(problem, options, ax, ay, i, j)
             self._report(status, a=a, b=b, c=c_s, mux=mux, muy=muy, lam=options.lam, i=i, j=j, same=same)
         return packed.real
 
@@ -1023,6 +1008,23 @@ class Kernel:
         )
 
 
+def _padded_blocks(count: int, size: int, smallest: int | None = None):
+    """``(part, idx)`` for each block of ``size`` positions of ``range(count)``: ``idx`` is
+    ``part`` padded with its first position to ``size`` (one compiled shape), or, given
+    ``smallest``, a short last block to a power of two, at least ``smallest`` (few shapes)."""
+    for lo in range(0, count, size):
+        part = np.arange(lo, min(lo + size, count))
+        padded = size if smallest is None else min(size, max(smallest, solver.pow2_at_least(part.size)))
+        yield part, np.concatenate([part, np.full(padded - part.size, lo)])
+
+
+def _problems_of(problem: GramProblem, options: SolveOptions, ax, ay, i, j) -> ChunkProblems:
+    """The scalar problems (:func:`_prepare`) of the entries ``(i, j)`` of ``problem``."""
+    x, y, start = problem.x, problem.y, problem.start
+    sides = (ax, ay, x.mu, y.mu, problem.entries_args, start.correlation_args)
+    return _prepare(problem.entries, start.correlation, options.diagonal == "limit", i, j, *sides)
+
+
 def _diagonal_blocks(step, start, cd, mu, lam):
     """The diagonal fixed points from ``start`` (host arrays), :data:`dekc.moments.ROW_BLOCK`
     inputs per solve (the last block padded with its first input): the compiled iteration does
@@ -1030,9 +1032,7 @@ def _diagonal_blocks(step, start, cd, mu, lam):
     n = start.shape[0]
     size = min(moments.ROW_BLOCK, max(16, solver.pow2_at_least(n)))
     a, status = np.empty(n), np.empty(n, dtype=np.int64)
-    for lo in range(0, n, size):
-        part = np.arange(lo, min(lo + size, n))
-        idx = np.concatenate([part, np.full(size - part.size, lo)])
+    for part, idx in _padded_blocks(n, size):
         args = (cd[idx], mu[idx], lam)
         values, flags = solver.newton(
             solver.diagonal_iteration, step, start[idx], np.zeros(size), np.full(size, np.inf), args, False
