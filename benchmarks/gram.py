@@ -287,7 +287,7 @@ def main():
     for size in (int(x) for x in args.sizes.split(",")):
         Xs = np.random.default_rng(2).normal(size=(size, 5))
         ker.gram(Xs, lam=lam)
-        tries = 5 if size <= 2000 else 2  # (small sizes are cheap to repeat and noisier)
+        tries = 9 if size <= 2000 else 2  # (small sizes are cheap to repeat and noisier)
         ns_per_entry[size] = best_of(lambda Xs=Xs: ker.gram(Xs, lam=lam), tries) / (size * (size + 1) / 2) * 1e9
     K = ker.gram(X, lam=lam)
 

@@ -59,6 +59,15 @@ _FIT_ACCEPT = 1e-3
 _FITTED_PASSES = 2
 #: entries solved for the fit (and per solve of the entries left moving after fitted passes)
 _FIT_SAMPLE = 4096
+#: ... a quarter of them below this many entries, where the fit's fixed cost would weigh (measured at
+#: n = 1000: the matrix in 16.2 ms, best of 30, against 18.6 ms with the full sample)
+_FIT_SMALL = 1 << 20
+
+
+def _fit_sample(total: int) -> int:
+    """Entries solved for the fit of a Gram matrix of ``total`` entries (also per solve of those
+    left moving after fitted passes, so that both are one compiled program)."""
+    return _FIT_SAMPLE // 4 if total < _FIT_SMALL else _FIT_SAMPLE
 #: a fitted start is tried for Gram matrices of at least this many entries (two chunks)
 _FIT_MIN_ENTRIES = 1 << 18
 #: terms of the first pass of a series with more (the rest start again from its roots)
@@ -653,19 +662,20 @@ class Kernel:
         rows, cols, counts = _tiles(n, m, symmetric)
         per_call = self._tiles_per_call(rows.size, None if first is None else (1 << 22) // first)
         total = int(counts.sum())
-        # every solve of the moving entries has the fit sample's size, whatever n (the same
-        # compiled program: a fresh process traces each shape, about 0.2 s, even when XLA's cache
-        # holds the program); a few per cent of the entries move on from the input correlation,
-        # about 0.1 % from a fitted start: a larger size pads the last solve more (measured at
-        # n = 250: the matrix in 8.7–10 ms with them padded to 2¹⁵, in 4.5–5.1 ms to 4096)
         fit = None if gram_series is not None else self._start_fit(problem, options, ax, ay, total)
-        moving_size = min(self._moving_chunk, _FIT_SAMPLE)
+        # with a fit, every solve of the moving entries has the fit sample's size (the same
+        # compiled program: a fresh process traces each shape, about 0.2 s, even when XLA's cache
+        # holds the program); about 0.1 % of the entries move on from a fitted start, a few per
+        # cent from the input correlation: without a fit they are solved 4096 at a time, the
+        # last block padded to a power of two (measured at n = 250: the matrix in 8.7–10 ms
+        # with them padded to 2¹⁵, in 4.5–5.1 ms to 4096)
+        moving_size = min(self._moving_chunk, _FIT_SAMPLE if fit is None else _fit_sample(total))
 
         def solve_moving(rows, cols, size):
             if gram_series is None:
                 # without a fit no program of the sample's size is loaded: a short last block is
-                # padded to a power of two only (measured at n = 64: 72 entries in 0.3 ms, against
-                # 1.1 ms padded to 4096)
+                # padded to a power of two only (measured at n = 64: 72 entries in 0.6 ms on
+                # average, against 1.1–2.2 ms padded to 4096)
                 smallest = size if fit is not None else _MIN_MOVING
                 return self._moving_entries(problem, options, ax, ay, rows, cols, size, smallest)
             return self._series_moving(problem, options, ax, ay, rows, cols, gram_series, pending)
@@ -751,7 +761,7 @@ class Kernel:
             report(int(counts[:stop].sum()))
 
     def _start_fit(self, problem: GramProblem, options: SolveOptions, ax, ay, total: int):
-        """Where the roots lie, learnt from a sample: :data:`_FIT_SAMPLE` entries drawn at random
+        """Where the roots lie, learnt from a sample: :func:`_fit_sample` entries drawn at random
         (a fixed seed) are solved from their start, and their scaled roots ``k/√(ab)`` are fitted
         by a Chebyshev series of degree :data:`_FIT_DEGREE` in ``w = √(1 − r) − √(1 + r)``
         (:func:`_fit_variable`) of their start correlation ``r = p0/√(ab)`` (or of the correlation
@@ -767,7 +777,7 @@ class Kernel:
         two Newton steps from the root instead of four."""
         if total < _FIT_MIN_ENTRIES:
             return None
-        size = _FIT_SAMPLE
+        size = _fit_sample(total)
         (n, m), symmetric = problem.shape, problem.symmetric
         rng = np.random.default_rng(0)
         i, j = rng.integers(0, n, size), rng.integers(0, m, size)

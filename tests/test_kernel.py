@@ -718,7 +718,7 @@ def test_fitted_start_gives_the_roots_of_the_input_start(relu_kernel, monkeypatc
             m.setattr(kernel.Kernel, "_start_fit", wrong)
             K = relu_kernel.gram(Xs, lam=2.0)
         assert relu_kernel.diagnostics.fitted_start
-        assert sum(solved) - kernel._FIT_SAMPLE >= 0.9 * entries, wrong.__name__
+        assert sum(solved) - kernel._fit_sample(entries) >= 0.9 * entries, wrong.__name__
         d = np.sqrt(np.diag(plain["square"]))
         assert np.max(np.abs(K - plain["square"]) / np.outer(d, d)) <= 1e-12
 
