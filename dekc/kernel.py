@@ -68,6 +68,8 @@ def _fit_sample(total: int) -> int:
     """Entries solved for the fit of a Gram matrix of ``total`` entries (also per solve of those
     left moving after fitted passes, so that both are one compiled program)."""
     return _FIT_SAMPLE // 4 if total < _FIT_SMALL else _FIT_SAMPLE
+
+
 #: a fitted start is tried for Gram matrices of at least this many entries (two chunks)
 _FIT_MIN_ENTRIES = 1 << 18
 #: terms of the first pass of a series with more (the rest start again from its roots)
