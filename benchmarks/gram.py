@@ -13,13 +13,15 @@ Everything is measured in this run and printed as ratios; nothing here fails a b
 * accuracy: the largest |G(k) - k| / sqrt(ab) of each result, and their difference;
 * peak memory: the largest growth of the resident set (sampled every millisecond) of a fresh
   process while it computes the n x n result, against the size of the result (for ``--n`` and
-  each n in ``--memory-sizes``); the first call includes loading the compiled programs for that
-  n, the second measures the computation alone;
+  each n in ``--memory-sizes``), after a first matrix at n = 1500 (whose programs, those of
+  every matrix of at least 2^20 entries, are then loaded): the first call at n includes what
+  loading this n's arrays costs, the second measures the computation alone;
 * compile time: cold (empty cache, in a fresh process) and cached;
 * against dekc's own deep NNGP baseline (``dekc.nngp("relu", 1)``, under ``jax.jit`` and called
   plainly), measured interleaved with the fixed point: the fixed point's time over the jitted
   NNGP's, and the plain call's over the jitted one;
-* ns per entry of the fixed point for each n in ``--sizes``;
+* ns per entry of the fixed point for each n in ``--sizes`` (per entry of the upper triangle;
+  best of nine rounds for n <= 4000, the sizes interleaved in each round, and of two for larger n);
 * the other paths at ``--n``: T-step kernels (T = 1 and 5) against the jitted NNGP of the same
   depth, ``from_moments`` with and without the O(n³) PSD test against ``gram``, and the kernels
   whose expectations are Mehler series (gaussian with sigmoid and tanh links: 16 and 256 terms);
@@ -140,7 +142,9 @@ _MEMORY = textwrap.dedent("""
             return int(handle.read().split()[1]) * page
     ker = dekc.compile_kernel("gaussian", reparam="relu")
     X = np.random.default_rng(0).normal(size=(n, 5))
-    ker.gram(X[:800], lam=2.0)  # the chunk shapes, not yet this n's programs
+    # the programs of a matrix of at least 2^20 entries (none depends on n beyond that), not yet
+    # this n's arrays
+    ker.gram(X[:1500], lam=2.0)
     def growth():
         peak, running = [0], [True]
         def sample():
@@ -283,12 +287,19 @@ def main():
     for name, other in series_kernels.items():
         other.gram(X, lam=lam)
         series_terms[name] = other.diagnostics.series_terms
-    ns_per_entry = {}
-    for size in (int(x) for x in args.sizes.split(",")):
-        Xs = np.random.default_rng(2).normal(size=(size, 5))
-        ker.gram(Xs, lam=lam)
-        tries = 9 if size <= 2000 else 2  # (small sizes are cheap to repeat and noisier)
-        ns_per_entry[size] = best_of(lambda Xs=Xs: ker.gram(Xs, lam=lam), tries) / (size * (size + 1) / 2) * 1e9
+    sizes = [int(x) for x in args.sizes.split(",")]
+    inputs = {size: np.random.default_rng(2).normal(size=(size, 5)) for size in sizes}
+    fastest = {size: float("inf") for size in sizes}
+    for size in sizes:
+        ker.gram(inputs[size], lam=lam)
+    # the sizes up to 4000 are cheap to repeat and noisier: nine rounds, the sizes interleaved in
+    # each, so that a change in the machine's load affects them alike; the larger ones twice
+    small = [size for size in sizes if size <= 4000]
+    for rounds, group in ((9, small), (2, [size for size in sizes if size > 4000])):
+        for _ in range(rounds):
+            for size in group:
+                fastest[size] = min(fastest[size], best_of(lambda Xs=inputs[size]: ker.gram(Xs, lam=lam), 1))
+    ns_per_entry = {size: fastest[size] / (size * (size + 1) / 2) * 1e9 for size in sizes}
     K = ker.gram(X, lam=lam)
 
     t = time.perf_counter()
