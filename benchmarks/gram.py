@@ -204,7 +204,7 @@ _GRAD = textwrap.dedent("""
     forward = jax.jit(lambda lam: ker.gram(X, lam=lam)).lower(2.0).compile()
     forward(2.0).block_until_ready(); ker.gram(X, lam=2.0)
     traced = eager = float("inf")
-    for _ in range(7):  # interleaved, so that the load of a shared machine affects both alike
+    for _ in range(15):  # interleaved, so that the load of a shared machine affects both alike
         t = time.perf_counter(); forward(2.0).block_until_ready(); traced = min(traced, time.perf_counter() - t)
         t = time.perf_counter(); ker.gram(X, lam=2.0); eager = min(eager, time.perf_counter() - t)
     print(compile_time, run, traced, eager)
