@@ -292,7 +292,7 @@ class Kernel:
         _check_result_memory(steps, X.shape[0], Y.shape[0])
         if not traced:
             _check_parameter_scales(lam, feature_scale)
-            for which, inputs in (("X", X), ("Y", Y)):
+            for which, inputs in (("X", X),) if symmetric else (("X", X), ("Y", Y)):
                 validate.check_scale(
                     moments.squared_norms(np.asarray(inputs), input_scale, bias),
                     "|x̃|² = input_scale²|x|² + bias²",
