@@ -42,6 +42,10 @@ _CHUNK = 1 << 17
 _TILE = 64
 _TILE_RANGE = np.arange(_TILE)
 _MIN_MOVING = 256  # the smallest solve of moving entries without a fitted start
+# the diagonal is solved in one compiled loop per block for a kernel of at most this many
+# quadrature nodes per entry (closed forms: 1); costlier updates keep the host loop whose finished
+# entries leave the arrays (gaussian + sigmoid, 147456 nodes: 197 ms against 475 ms at n = 2000)
+_WHOLE_DIAGONAL_NODES = 64
 # a last call with at most this fraction of a call's tiles runs in a program of the next power of
 # two of them (one more compiled shape) rather than padded to a whole call: at n = 1000 the
 # Gram matrix took 17.8–22 ms against 21.2–26 ms with its last 8 tiles padded to 32
@@ -576,7 +580,8 @@ class Kernel:
             return jnp.concatenate([jnp.broadcast_to(a0, cd.shape)[None], cd[None], at_stops])
         if not traced:  # numpy: no eager JAX operations (each is a compiled program)
             start = np.broadcast_to(np.maximum(np.asarray(a0, np.float64), 0.0), np.shape(cd))
-            a, status = _diagonal_blocks(self._diag_step, start, np.asarray(cd, np.float64), np.asarray(mu), lam)
+            whole = self.module.NODES_PER_ENTRY <= _WHOLE_DIAGONAL_NODES
+            a, status = _diagonal_blocks(self._diag_step, start, np.asarray(cd, np.float64), np.asarray(mu), lam, whole)
             self._report(status, a0=a0, which=which, lam=lam, cd=cd, mu=mu)
             self._check_diagonal_scale(a, which, lam)
             return np.asarray(a)[None, :]
@@ -1049,18 +1054,22 @@ def _problems_of(problem: GramProblem, options: SolveOptions, ax, ay, i, j) -> C
     return _prepare(problem.entries, start.correlation, options.diagonal == "limit", i, j, *sides)
 
 
-def _diagonal_blocks(step, start, cd, mu, lam):
+def _diagonal_blocks(step, start, cd, mu, lam, whole: bool = True):
     """The diagonal fixed points from ``start`` (host arrays), :data:`dekc.moments.ROW_BLOCK`
     inputs per solve (the last block padded with its first input): the compiled iteration does
-    not depend on ``n``. Returns ``(values, statuses)``."""
+    not depend on ``n``. ``whole``: each block in one compiled loop (:func:`dekc.solver.newton_whole`,
+    for a cheap update), else iterated from the host, finished entries leaving the arrays
+    (:func:`dekc.solver.newton`). Returns ``(values, statuses)``."""
     n = start.shape[0]
     size = min(moments.ROW_BLOCK, max(16, solver.pow2_at_least(n)))
     a, status = np.empty(n), np.empty(n, dtype=np.int64)
     for part, idx in _padded_blocks(n, size):
         args = (cd[idx], mu[idx], lam)
-        values, flags = solver.newton_whole(
-            solver.diagonal_iteration, step, start[idx], np.zeros(size), np.full(size, np.inf), args
-        )
+        bracket = (start[idx], np.zeros(size), np.full(size, np.inf))
+        if whole:
+            values, flags = solver.newton_whole(solver.diagonal_iteration, step, *bracket, args)
+        else:
+            values, flags = solver.newton(solver.diagonal_iteration, step, *bracket, args, False)
         a[part], status[part] = np.asarray(values)[: part.size], np.asarray(flags)[: part.size]
     return a, status
 
