@@ -25,6 +25,7 @@ The folder is ``dekc-programs/`` in XLA's cache folder (``$DEKC_XLA_CACHE_DIR``)
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import os
@@ -256,6 +257,13 @@ def describe(obj, modules: set | None = None) -> str | None:
     the SHA-256 of its text), with their defaults and closures described too. The names of the
     dekc modules met are added to ``modules``."""
     modules = set() if modules is None else modules
+    try:
+        return _describe(obj, modules)
+    except RecursionError:  # a structure that contains itself (a recursive closure)
+        return None
+
+
+def _describe(obj, modules: set) -> str | None:
     if isinstance(obj, _SIMPLE):
         return repr(obj)
     if isinstance(obj, np.dtype):
@@ -267,8 +275,6 @@ def describe(obj, modules: set | None = None) -> str | None:
     if isinstance(obj, functools.partial):
         parts = (obj.func, obj.args, tuple(sorted(obj.keywords.items())))
         return _joined("partial", parts, modules)
-    import dataclasses
-
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         fields = tuple((f.name, getattr(obj, f.name)) for f in dataclasses.fields(obj))
         return _joined(
@@ -276,7 +282,7 @@ def describe(obj, modules: set | None = None) -> str | None:
         )
     wrapped = getattr(obj, "__wrapped__", None)
     if wrapped is not None and not isinstance(obj, types.FunctionType):  # jax.jit(f) and the like
-        inner = describe(wrapped, modules)
+        inner = _describe(wrapped, modules)
         return None if inner is None else f"wrapped({type(obj).__name__}, {inner})"
     if isinstance(obj, types.FunctionType):
         return _function(obj, modules)
@@ -286,7 +292,7 @@ def describe(obj, modules: set | None = None) -> str | None:
 def _joined(label: str, items, modules: set, allowed: bool = True) -> str | None:
     if not allowed:
         return None
-    parts = [describe(item, modules) for item in items]
+    parts = [_describe(item, modules) for item in items]
     return None if any(p is None for p in parts) else f"{label}({', '.join(parts)})"  # type: ignore[arg-type]
 
 
@@ -310,7 +316,7 @@ def _function(fn: types.FunctionType, modules: set) -> str | None:
     extras = (fn.__defaults__ or (), tuple(sorted((fn.__kwdefaults__ or {}).items())), cells)
     if _is_dekc(module_name):
         modules.add(module_name)
-    described = describe(extras, modules)
+    described = _describe(extras, modules)
     return None if described is None else f"{where}.{fn.__qualname__}{described}"
 
 
