@@ -216,10 +216,12 @@ def newton(iteration, step, p0, lo, hi, args, traced: bool) -> Solution:
 
 
 def newton_whole(iteration, step, p0, lo, hi, args) -> Solution:
-    """:func:`newton` for a small array in one compiled call (the ``while_loop`` of the traced
-    path, then one copy to the host): no compaction, whose host round trip per iteration costs
-    more than it saves below a few thousand entries (measured for 1000 diagonal problems:
-    0.25–0.5 ms in one call, against 0.6–1.0 ms by the per-iteration loop). Host arrays."""
+    """:func:`newton` for a small array of cheap problems in one compiled call (the
+    ``while_loop`` of the traced path, then one copy to the host): no compaction, whose host
+    round trip per iteration costs more than it saves for a closed-form update below a few
+    thousand entries (measured for 1000 diagonal problems: 0.25–0.5 ms in one call, against
+    0.6–1.0 ms by the per-iteration loop); a costly update (quadrature) gains from compaction,
+    as every entry stays in the loop until the last converges. Host arrays."""
     state = (p0, lo, hi, np.zeros(np.shape(p0), bool))
     (p, _, _, _), finished, broken, _ = programs.call(_loop, (iteration, step), (state, *args))
     p, finished, broken = np.asarray(p), np.asarray(finished), np.asarray(broken)
