@@ -23,7 +23,7 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp
 import jax.scipy.special as jsp
 
-__all__ = ["jax", "jnp", "jsp", "xla_cache_dir"]
+__all__ = ["jax", "jnp", "jsp", "xla_cache_dir", "xla_cache_switched_off"]
 
 #: the size at which JAX starts deleting the least recently used programs from the cache
 XLA_CACHE_BYTES = 1 << 30
@@ -35,8 +35,13 @@ def xla_cache_dir() -> Path | None:
     return Path(configured) if configured else None
 
 
-_OFF = ("0", "false", "no", "off")
-if xla_cache_dir() is None and os.environ.get("DEKC_XLA_CACHE", "1").strip().lower() not in _OFF:
+def xla_cache_switched_off() -> bool:
+    """Whether ``DEKC_XLA_CACHE`` asks dekc to keep no compiled programs (``0``, ``false``, ``no``,
+    ``off``)."""
+    return os.environ.get("DEKC_XLA_CACHE", "1").strip().lower() in ("0", "false", "no", "off")
+
+
+if xla_cache_dir() is None and not xla_cache_switched_off():
     jax.config.update("jax_compilation_cache_dir", str(xla_cache_default()))
     if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import os
 import re
 import sys
 import types
@@ -38,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._jax import jax, xla_cache_dir
+from ._jax import jax, xla_cache_dir, xla_cache_switched_off
 from ._version import __version__
 from .errors import DekcWarning
 from .io import atomic_output
@@ -62,7 +61,7 @@ _disabled: list = []  # set once JAX cannot serialize programs (its optional fla
 def folder() -> Path | None:
     """Where programs are kept (``None``: not kept, as when XLA's cache is off)."""
     xla = xla_cache_dir()
-    if xla is None or os.environ.get("DEKC_XLA_CACHE", "1").strip().lower() in ("0", "false", "no", "off"):
+    if xla is None or xla_cache_switched_off():
         return None
     return xla / "dekc-programs"
 
