@@ -125,6 +125,16 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}") from None
 
 
+def _block_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 64 <= value <= 1 << 16:
+        raise argparse.ArgumentTypeError(f"expected a whole number of rows from 64 to 65536, got {text!r}")
+    return value
+
+
 def _steps(text: str):
     """``fixed`` (the fixed point), ``T`` or ``T1,T2,...`` (a stack of T-step kernels)."""
     if text.strip().lower() in ("fixed", "none", "inf"):
@@ -140,6 +150,38 @@ def _steps(text: str):
     return values[0] if len(values) == 1 else tuple(values)
 
 
+def _gram_to_zarr(args, ker, X, Y) -> int:
+    from .blocks import DEFAULT_BLOCK, gram_to_zarr
+
+    start = time.perf_counter()
+    array = gram_to_zarr(
+        ker,
+        X,
+        Y,
+        out=args.output,
+        block=args.block or DEFAULT_BLOCK,
+        client=args.scheduler,
+        progress=not args.quiet,
+        overwrite=args.overwrite,
+        lam=args.lam,
+        feature_scale=args.feature_scale,
+        input_scale=args.input_scale,
+        bias=args.bias,
+        features=args.features,
+        steps=args.steps,
+        psi0=args.psi0,
+        diagonal=args.diagonal,
+    )
+    run = array.attrs["dekc_runs"][-1]
+    where = f"on {args.scheduler}" if args.scheduler else "here"
+    print(
+        f"wrote {args.output}: {' x '.join(map(str, array.shape))} float64 zarr array in blocks of {array.chunks[-1]} "
+        f"({run['computed_blocks']} computed {where}, {run['reused_blocks']} kept from an earlier run) "
+        f"in {time.perf_counter() - start:.2f} s"
+    )
+    return 0
+
+
 def cmd_gram(args) -> int:
     from .io import check_delimiter, read_inputs
 
@@ -148,11 +190,18 @@ def cmd_gram(args) -> int:
     Y = None if args.y is None else read_inputs(args.y, delimiter=args.delimiter)
     if Y is not None and Y.shape[1] != X.shape[1]:
         raise DekcError(f"{args.data} has {X.shape[1]} columns and {args.y} has {Y.shape[1]}; they must match")
-    if args.output.suffix.lower() != ".npy":
-        raise DekcError(f"the output {args.output} must be a .npy file (numpy.save format)")
+    suffix = args.output.suffix.lower()
+    if suffix not in (".npy", ".zarr"):
+        raise DekcError(
+            f"the output {args.output} must be a .npy file (numpy.save format) or a .zarr folder (written in blocks)"
+        )
+    if suffix == ".npy" and (args.scheduler or args.block or args.overwrite):
+        raise DekcError("--block, --scheduler and --overwrite apply to a .zarr output (written in blocks)")
     if not args.output.parent.is_dir():
         raise DekcError(f"cannot write {args.output}: the folder {args.output.parent} does not exist")
     ker = _compile(args)
+    if suffix == ".zarr":
+        return _gram_to_zarr(args, ker, X, Y)
     start = time.perf_counter()
     K = ker.gram(
         X,
@@ -280,10 +329,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(run=cmd_verify)
 
-    p = sub.add_parser("gram", help="compute the DEKer Gram matrix of a data file and save it as .npy")
+    p = sub.add_parser(
+        "gram", help="compute the DEKer Gram matrix of a data file: .npy in memory, or a .zarr folder in blocks"
+    )
     p.add_argument("data", type=Path, help="inputs: .csv/.tsv/.txt (a header line is skipped) or .npy, one row each")
     _link_options(p)
-    p.add_argument("-o", "--output", type=Path, required=True, metavar="K.npy", help="where to save the Gram matrix")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        metavar="K.npy|K.zarr",
+        help="where to save the Gram matrix: K.npy (computed in memory) or K.zarr (block by block, memory bounded "
+        "by the block; a rerun resumes an interrupted one)",
+    )
     p.add_argument("--y", type=Path, default=None, metavar="DATA2", help="second inputs: K(DATA, DATA2) instead")
     p.add_argument("--lam", type=_positive_float, default=2.0, help="lambda (default 2)")
     p.add_argument("--feature-scale", type=_positive_float, default=1.0, help="s (default 1)")
@@ -306,6 +365,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--delimiter", default=None, help="text files: the column delimiter (default: by extension)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--block", type=_block_size, default=None, metavar="B", help=".zarr: rows and columns per block (default 4096)"
+    )
+    p.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help=".zarr: compute the blocks on the Dask cluster of this scheduler (tcp://host:8786); the workers "
+        "write to the output path, which they must reach",
+    )
+    p.add_argument("--overwrite", action="store_true", help=".zarr: replace a store that holds another matrix")
     p.set_defaults(run=cmd_gram)
     return parser
 

@@ -11,13 +11,13 @@ import sympy as sp
 from . import cache as kernel_cache
 from . import codegen
 from .budget import limited
-from .errors import InputError
+from .errors import CacheError, InputError
 from .expectations import check_tolerance, derived_expectation
 from .expressions import as_eta_expression, parse_number
 from .kernel import Kernel
 from .links import Link
 from .links import link as derive_link
-from .registry import convexity_deferred
+from .registry import Family, convexity_deferred
 from .registry import family as lookup_family
 
 
@@ -97,4 +97,41 @@ def compile_kernel(
             text = build_source(the_link, tol=tol, digest=digest, metadata=metadata)
         path = kernel_cache.store(path, text)
     module = codegen.load_module(text, f"dekc_kernel_{digest[:16]}_{codegen.text_digest(text)[:8]}", str(path))
-    return Kernel(module, path, text, fam, make_link, the_link)
+    return Kernel(module, path, text, fam, make_link, the_link, rebuild=(kernel_from_text, (text, digest, fam)))
+
+
+#: kernels rebuilt in this process by :func:`kernel_from_text`, by the SHA-256 of their text
+_REBUILT: dict[str, Kernel] = {}
+
+
+def kernel_from_text(text: str, digest: str, family: Family) -> Kernel:
+    """The :class:`Kernel` of a generated module ``text`` for the input hash ``digest``: how a
+    pickled kernel is rebuilt (a cluster's worker receives the module text in the task, not a
+    path to a shared cache). The text runs only if its seal verifies (it is exactly what dekc
+    wrote for ``digest``); each text is loaded once per process."""
+    if not isinstance(text, str) or not isinstance(digest, str) or not codegen.is_complete(text, digest):
+        raise CacheError(
+            "the kernel module text received does not verify (it is not exactly what dekc generated for its "
+            "input hash): it was changed or truncated on the way; send the Kernel again"
+        )
+    key = codegen.text_digest(text)
+    if key in _REBUILT:
+        return _REBUILT[key]
+    module = codegen.load_module(text, f"dekc_kernel_{digest[:16]}_{key[:8]}")
+    meta = module.METADATA
+    route, spec = meta["route"], as_eta_expression(meta["spec"], what=meta["route"])
+    kappa = None if meta["kappa"] is None else parse_number(meta["kappa"], what="kappa")
+
+    def make_link() -> Link:
+        return derive_link(family, **{route: spec}, kappa=kappa)
+
+    kernel = Kernel(
+        module,
+        kernel_cache.kernel_path(family.name, digest),
+        text,
+        family,
+        make_link,
+        rebuild=(kernel_from_text, (text, digest, family)),
+    )
+    _REBUILT[key] = kernel
+    return kernel

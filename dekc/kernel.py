@@ -129,6 +129,12 @@ class SolveOptions:
     progress: Any = None
     #: a traced fixed point may take its values from the eager solver (:meth:`Kernel._solve_on_host`)
     host: bool = True
+    #: the fitted start of the passes: ``"auto"`` (fitted on a sample of this matrix when it is
+    #: large enough, :meth:`Kernel._start_fit`), ``None`` (none) or a fit to use (a :class:`GramPlan`'s)
+    fit: Any = "auto"
+    #: the entries of the whole matrix a given ``fit`` belongs to (its moving entries are solved
+    #: in blocks of the same size as the whole matrix's, so that a block's values are its values)
+    fit_entries: int = 0
 
     @property
     def stops(self) -> tuple[int, ...] | None:
@@ -174,6 +180,36 @@ class ChunkProblems(NamedTuple):
     same: Any
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class GramPlan:
+    """What every block of one Gram matrix shares, solved once (:meth:`Kernel.gram_plan`): the
+    inputs, the validated parameters, the diagonal rows of X and of Y (the fixed point ``(1, n)``;
+    for T-step kernels the start, ``c(x, x)`` and the values at each stop) and the fitted start
+    (``None`` when the matrix would not use one). It holds O(n·d) numbers, never O(n·m), and
+    pickles (a cluster ships it to its workers once). :meth:`Kernel.gram_block` computes a block."""
+
+    X: np.ndarray
+    #: ``None`` for the square matrix of X with itself
+    Y: np.ndarray | None
+    params: dict
+    ax: np.ndarray
+    ay: np.ndarray
+    fit: np.ndarray | None
+    #: the entries the whole matrix's solve counts (with its diagonal tiles whole)
+    fit_entries: int = 0
+
+    @property
+    def symmetric(self) -> bool:
+        return self.Y is None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        n = self.X.shape[0]
+        m = n if self.Y is None else self.Y.shape[0]
+        steps = self.params["steps"]
+        return (len(steps), n, m) if isinstance(steps, tuple) else (n, m)
+
+
 # -- the compiled kernel ---------------------------------------------------------------------------
 
 
@@ -194,7 +230,9 @@ class Kernel:
         family: Family,
         link_factory: Callable[[], Link],
         link: Link | None = None,
+        rebuild: tuple | None = None,
     ):
+        self._rebuild = rebuild
         self.module = module
         self.family = family
         self.path = path
@@ -224,6 +262,14 @@ class Kernel:
     sigma = property(lambda self: self.link.sigma, doc="The activation σ = (A∘R)' (sympy, in eta).")
     rho = property(lambda self: self.link.rho, doc="ρ = R' (sympy, in eta).")
     R = property(lambda self: self.link.R, doc="The link reparameterisation R (sympy, in eta).")
+
+    def __reduce__(self):
+        """A kernel pickles as its module's text, input hash and family (a few kB): unpickling
+        checks the text's seal and loads it once per process (:func:`dekc.compiler.kernel_from_text`),
+        so a cluster's workers need no cache of their own."""
+        if self._rebuild is None:
+            raise TypeError("this Kernel was not made by compile_kernel and cannot be pickled")
+        return self._rebuild
 
     def __repr__(self) -> str:
         meta = self.module.METADATA
@@ -282,6 +328,31 @@ class Kernel:
         block; ignored under tracing. Returns a float64 numpy array ``(n, m)`` (a JAX array under
         tracing).
         """
+        problem, options = self._gram_problem(
+            X, Y, lam, feature_scale, input_scale, bias, features, steps, psi0, diagonal, progress
+        )
+        return self._solve(problem, options)
+
+    def _gram_problem(
+        self,
+        X,
+        Y,
+        lam,
+        feature_scale,
+        input_scale,
+        bias,
+        features,
+        steps,
+        psi0,
+        diagonal,
+        progress,
+        whole=True,
+        rows_of=None,
+    ) -> tuple[GramProblem, SolveOptions]:
+        """The validated problem and options of :meth:`gram`; ``whole=False`` (a :class:`GramPlan`):
+        the result is not held in memory, and the products of the inputs are taken entry by entry
+        (memory O(n), not O(n·m)); ``rows_of``: the numbers of inputs of the whole matrix that X
+        and Y are blocks of (:func:`dekc.moments.blocked_input_moments`)."""
         traced = is_traced(X, Y, lam, feature_scale, input_scale, bias, psi0)
         X = validate.matrix(X, "X")
         symmetric = Y is None
@@ -293,7 +364,8 @@ class Kernel:
         feature_scale = validate.real_or_traced(feature_scale, "feature_scale", positive=True)
         input_scale = validate.real_or_traced(input_scale, "input_scale", positive=True)
         bias = validate.real_or_traced(bias, "bias")
-        _check_result_memory(steps, X.shape[0], Y.shape[0])
+        if whole:
+            _check_result_memory(steps, X.shape[0], Y.shape[0])
         if not traced:
             _check_parameter_scales(lam, feature_scale)
             for which, inputs in (("X", X),) if symmetric else (("X", X), ("Y", Y)):
@@ -304,7 +376,10 @@ class Kernel:
                     advice="rescale the inputs (X, input_scale, bias)",
                 )
         feature = moments.feature_moments(features)
-        compute = moments.input_moments if traced else moments.blocked_input_moments
+        if traced:
+            compute = moments.input_moments
+        else:
+            compute = functools.partial(moments.blocked_input_moments, columns=not whole, rows_of=rows_of)
         xt, yt, nx, ny, products, s2, cdx, cdy, mux, muy = compute(
             feature, symmetric, X, X if symmetric else Y, input_scale, bias, feature_scale
         )
@@ -325,7 +400,7 @@ class Kernel:
             symmetric=symmetric,
             sides=sides,
         )
-        return self._solve(problem, SolveOptions(lam, steps, diagonal, traced, progress))
+        return problem, SolveOptions(lam, steps, diagonal, traced, progress)
 
     def from_moments(
         self,
@@ -385,17 +460,106 @@ class Kernel:
         )
         return self._solve(problem, SolveOptions(lam, steps, diagonal, traced, progress))
 
+    # -- blocks of a Gram matrix (dekc.blocks) -----------------------------------------------------
+    def gram_plan(
+        self,
+        X: ArrayLike,
+        Y: ArrayLike | None = None,
+        *,
+        lam: float = 2.0,
+        feature_scale: float = 1.0,
+        input_scale: float = 1.0,
+        bias: float = 0.0,
+        features: str = "relu",
+        steps: int | Sequence[int] | None = None,
+        psi0: str = "input",
+        diagonal: Literal["exact", "limit"] = "exact",
+    ) -> GramPlan:
+        """The :class:`GramPlan` of ``gram(X, Y, ...)`` (same arguments; ``psi0`` ``"input"`` or
+        ``"constant"``): every input checked, the diagonal solved and the start fitted once, in
+        O((n + m)·d) memory whatever the size of the matrix. Its blocks come from
+        :meth:`gram_block`; :mod:`dekc.blocks` writes them to disk or computes them on a cluster.
+
+        The diagonal is that of ``gram`` to the last bit. So is the fitted start when the inputs have
+        at most 63 columns (with more, ``gram`` takes their products from one matrix product,
+        which rounds differently)."""
+        if is_traced(X, Y, lam, feature_scale, input_scale, bias):
+            raise InputError("gram_plan takes concrete inputs and parameters (not JAX tracers): use gram under tracing")
+        if not isinstance(psi0, str):
+            raise InputError(
+                f"a Gram matrix in blocks starts from psi0='input' or 'constant', got {type(psi0).__name__}: "
+                "an (n, n) start array is the size of the matrix itself; use gram"
+            )
+        problem, options = self._gram_problem(
+            X, Y, lam, feature_scale, input_scale, bias, features, steps, psi0, diagonal, None, whole=False
+        )
+        ax = np.asarray(self._diagonal(problem.start.a0_x, problem.x, options, "X"))
+        ay = ax if problem.symmetric else np.asarray(self._diagonal(problem.start.a0_y, problem.y, options, "Y"))
+        fit = None
+        (n, m), symmetric = problem.shape, problem.symmetric
+        entries = int(_tiles(n, m, symmetric)[2].sum())
+        if options.stops is None and not self._series_pairs and solver.uses_passes(self._chunk):
+            tiled, tx, ty = _for_tiles(problem, ax[-1], ay[-1])
+            fit = self._start_fit(tiled, options, tx, ty, entries)
+        params = dict(
+            lam=float(options.lam),
+            feature_scale=float(feature_scale),
+            input_scale=float(input_scale),
+            bias=float(bias),
+            features=features,
+            steps=options.steps,
+            psi0=psi0,
+            diagonal=diagonal,
+        )
+        inputs = np.asarray(X, dtype=np.float64)
+        return GramPlan(inputs, None if Y is None else np.asarray(Y, dtype=np.float64), params, ax, ay, fit, entries)
+
+    def gram_block(self, plan: GramPlan, rows: slice, cols: slice) -> np.ndarray:
+        """The block ``K[rows, cols]`` of the plan's Gram matrix (``K[:, rows, cols]`` for a stack of
+        T-step kernels), from its diagonal and fitted start. A square plan's block with
+        ``rows == cols`` is solved as a symmetric matrix (half the entries). Values agree with
+        ``gram`` to rounding (see :mod:`dekc.blocks` for the measured difference)."""
+        if not isinstance(plan, GramPlan):
+            raise InputError(f"gram_block takes the GramPlan of gram_plan, got {type(plan).__name__}")
+        n, m = plan.shape[-2:]
+        rows, cols = _block_slice(rows, n, "rows"), _block_slice(cols, m, "cols")
+        square = plan.symmetric and rows == cols
+        X = plan.X[rows]
+        Y = None if square else (plan.X if plan.Y is None else plan.Y)[cols]
+        p = plan.params
+        problem, options = self._gram_problem(
+            X,
+            Y,
+            p["lam"],
+            p["feature_scale"],
+            p["input_scale"],
+            p["bias"],
+            p["features"],
+            p["steps"],
+            p["psi0"],
+            p["diagonal"],
+            None,
+            rows_of=(n, m),
+        )
+        options = dataclasses.replace(options, fit=plan.fit, fit_entries=plan.fit_entries)
+        return self._solve(problem, options, diagonals=(plan.ax[:, rows], plan.ay[:, cols]))
+
     # -- the solve --------------------------------------------------------------------------------
-    def _solve(self, problem: GramProblem, options: SolveOptions, out: np.ndarray | None = None):
+    def _solve(self, problem: GramProblem, options: SolveOptions, out: np.ndarray | None = None, diagonals=None):
         """Diagonal first, then every entry ``(i, j)`` (``i ≤ j`` when symmetric) in chunks, into
-        ``out`` when given (an eager fixed point's ``(n, m)`` array, written in place)."""
+        ``out`` when given (an eager fixed point's ``(n, m)`` array, written in place).
+        ``diagonals``: the rows :meth:`_diagonal` gives for X and Y, already solved (a block of a
+        :class:`GramPlan`)."""
         n, m = problem.shape
         stops, traced, symmetric = options.stops, options.traced, problem.symmetric
         if traced and stops is None and options.host and _host_solves():
             self.diagnostics = GramDiagnostics(n * (n + 1) // 2 if symmetric else n * m, None, 0, 0)
             return self._solve_on_host(problem, options)
-        ax = self._diagonal(problem.start.a0_x, problem.x, options, "X")
-        ay = ax if symmetric else self._diagonal(problem.start.a0_y, problem.y, options, "Y")
+        if diagonals is not None:
+            ax, ay = diagonals
+        else:
+            ax = self._diagonal(problem.start.a0_x, problem.x, options, "X")
+            ay = ax if symmetric else self._diagonal(problem.start.a0_y, problem.y, options, "Y")
         total = n * (n + 1) // 2 if symmetric else n * m
         if traced:
             out = self._solve_traced(problem, options, ax, ay, total)
@@ -669,14 +833,21 @@ class Kernel:
         rows, cols, counts = _tiles(n, m, symmetric)
         per_call = self._tiles_per_call(rows.size, None if first is None else (1 << 22) // first)
         total = int(counts.sum())
-        fit = None if gram_series is not None else self._start_fit(problem, options, ax, ay, total)
+        if gram_series is not None:
+            fit = None
+        elif isinstance(options.fit, str):
+            fit = self._start_fit(problem, options, ax, ay, total)
+        else:
+            fit = options.fit
         # with a fit, every solve of the moving entries has the fit sample's size (the same
         # compiled program: a fresh process traces each shape, about 0.2 s, even when XLA's cache
         # holds the program); about 0.1 % of the entries move on from a fitted start, a few per
         # cent from the input correlation: without a fit they are solved 4096 at a time, the
         # last block padded to a power of two (measured at n = 250: the matrix in 8.7–10 ms
         # with them padded to 2¹⁵, in 4.5–5.1 ms to 4096)
-        moving_size = min(self._moving_chunk, _FIT_SAMPLE if fit is None else _fit_sample(total))
+        moving_size = min(
+            self._moving_chunk, _FIT_SAMPLE if fit is None else _fit_sample(max(total, options.fit_entries))
+        )
 
         def solve_moving(rows, cols, size):
             if gram_series is None:
@@ -1581,6 +1752,16 @@ def _finish(p, a, b, same, exact):
 
 
 # -- checks ----------------------------------------------------------------------------------------
+
+
+def _block_slice(s, size: int, name: str) -> slice:
+    """``s`` as a slice ``start:stop`` (step 1) inside ``range(size)``, not empty."""
+    if not isinstance(s, slice) or s.step not in (None, 1):
+        raise InputError(f"{name} must be a slice start:stop of step 1, got {s!r}")
+    start, stop, _ = s.indices(size)
+    if stop <= start:
+        raise InputError(f"{name} = {s!r} selects no input of {size}")
+    return slice(start, stop)
 
 
 def _check_options(steps, diagonal):

@@ -198,17 +198,31 @@ def _side_moments(feature: FeatureMoments, X, input_scale, bias, feature_scale):
     )
 
 
-def blocked_input_moments(feature: FeatureMoments, symmetric: bool, X, Y, input_scale, bias, feature_scale):
+def blocked_input_moments(
+    feature: FeatureMoments,
+    symmetric: bool,
+    X,
+    Y,
+    input_scale,
+    bias,
+    feature_scale,
+    columns: bool = False,
+    rows_of: tuple[int, int] | None = None,
+):
     """:func:`input_moments` of concrete inputs as host arrays, computed :data:`ROW_BLOCK` rows
     per compiled call (the last block padded with its first row): the program does not depend
     on ``n``, so a Gram matrix of a new size loads none (measured after a first matrix at
     n = 800: the first one at n = 4000 peaked at 1.15–1.19 times the output while it loaded
-    three programs for its size, 1.09 times once none was left to load)."""
+    three programs for its size, 1.09 times once none was left to load). ``columns=True``: the
+    products as the transposed inputs, whatever their width (memory O(n), not O(n·m)).
+    ``rows_of``: the numbers of inputs of the whole X and Y when ``X``, ``Y`` are blocks of them
+    (the rows per call are then those of the whole matrix, and so are the values, to the last bit:
+    XLA may round a sum differently in a program of another size)."""
 
-    def side(Z):
+    def side(Z, whole=None):
         Z = np.asarray(Z, dtype=np.float64)
         n = Z.shape[0]
-        size = min(ROW_BLOCK, max(16, 1 << max(0, n - 1).bit_length()))
+        size = min(ROW_BLOCK, max(16, 1 << max(0, (n if whole is None else whole) - 1).bit_length()))
         parts = []
         for lo in range(0, n, size):
             block = Z[lo : lo + size]
@@ -217,10 +231,14 @@ def blocked_input_moments(feature: FeatureMoments, symmetric: bool, X, Y, input_
             parts.append([np.asarray(v) for v in _side_moments(feature, block, input_scale, bias, feature_scale)])
         return [np.concatenate(column)[:n] for column in zip(*parts)]
 
-    xt, nx, cdx, mux = side(X)
-    yt, ny, cdy, muy = (xt, nx, cdx, mux) if symmetric else side(Y)
+    whole_x, whole_y = (None, None) if rows_of is None else rows_of
+    xt, nx, cdx, mux = side(X, whole_x)
+    yt, ny, cdy, muy = (xt, nx, cdx, mux) if symmetric else side(Y, whole_y)
     # (the matrix of products, for many columns, in one compiled product: BLAS threads spin)
-    products = (xt.T, yt.T) if xt.shape[1] <= DOT_COLUMNS else np.asarray(jnp.asarray(xt) @ jnp.asarray(yt).T)
+    if columns or xt.shape[1] <= DOT_COLUMNS:
+        products = (xt.T, yt.T)
+    else:
+        products = np.asarray(jnp.asarray(xt) @ jnp.asarray(yt).T)
     return InputMoments(xt, yt, nx, ny, products, float(feature_scale) ** 2, cdx, cdy, mux, muy)
 
 
