@@ -79,7 +79,6 @@ class Block:
     block is also written transposed at ``(cols, rows)`` (a square matrix stores both
     triangles and solves only the upper one)."""
 
-
     bi: int
     bj: int
     rows: slice
@@ -115,8 +114,9 @@ def _plan(kernel: Kernel, X, Y, params: dict) -> GramPlan:
 # -- one block --------------------------------------------------------------------------------------
 
 
-def _block_values(kernel: Kernel, plan: GramPlan, rows: slice, cols: slice) -> np.ndarray:
-    return np.asarray(kernel.gram_block(plan, rows, cols))
+def _block_values(kernel: Kernel, plan: GramPlan, rows: slice, cols: slice, block: int) -> np.ndarray:
+    """A block's values; a short last block is padded to ``block`` inputs (the same programs)."""
+    return np.asarray(kernel.gram_block(plan, rows, cols, pad=block))
 
 
 def _region(rows: slice, cols: slice, stack: bool) -> tuple:
@@ -159,12 +159,12 @@ def _block_done(array, root: Path, blk: Block, stack: bool) -> bool:
     return True
 
 
-def compute_and_write(kernel: Kernel, plan: GramPlan, path: str, blk: Block) -> str:
+def compute_and_write(kernel: Kernel, plan: GramPlan, path: str, blk: Block, block: int) -> str:
     """A cluster task: solve one block and write it into the zarr array at ``path``; returns the
     block's digest."""
     zarr = _extra("zarr")
     array = zarr.open_array(store=path, mode="r+")
-    values = _block_values(kernel, plan, blk.rows, blk.cols)
+    values = _block_values(kernel, plan, blk.rows, blk.cols, block)
     _write_block(array, Path(path), blk, values)
     return _digest(values)
 
@@ -214,7 +214,9 @@ def _open_store(zarr, path: Path, identity: dict, shape: tuple, chunks: tuple, o
             what = (
                 "is not a dekc Gram matrix" + reason
                 if found is None
-                else "holds another Gram matrix (" + ", ".join(k for k in identity if found.get(k) != identity[k]) + " differ)"
+                else "holds another Gram matrix ("
+                + ", ".join(k for k in identity if found.get(k) != identity[k])
+                + " differ)"
             )
             raise InputError(f"{path} {what}; pass overwrite=True (--overwrite) to replace it, or choose another path")
         shutil.rmtree(path)
@@ -298,9 +300,9 @@ def gram_to_zarr(
     update(done)
     try:
         if client is None:
-            _run_local(kernel, plan, array, path, todo, done, update)
+            _run_local(kernel, plan, array, path, todo, done, update, block)
         else:
-            _run_cluster(kernel, plan, path, todo, done, update, client)
+            _run_cluster(kernel, plan, path, todo, done, update, client, block)
     finally:
         close()
     runs = list(array.attrs.get("dekc_runs", []))
@@ -321,12 +323,12 @@ def _entries(blk: Block) -> int:
     return r * (r + 1) // 2 if blk.square else r * c
 
 
-def _run_local(kernel, plan, array, path, todo, done, update) -> None:
+def _run_local(kernel, plan, array, path, todo, done, update, block) -> None:
     """Blocks one after another; each one's write overlaps the next one's solve."""
     with concurrent.futures.ThreadPoolExecutor(1) as writer:
         pending = None
         for blk in todo:
-            values = _block_values(kernel, plan, blk.rows, blk.cols)
+            values = _block_values(kernel, plan, blk.rows, blk.cols, block)
             if pending is not None:
                 done += pending[1]
                 pending[0].result()
@@ -351,13 +353,13 @@ def cluster_client(client):
     raise InputError(f"client must be a distributed.Client or a scheduler address, got {type(client).__name__}")
 
 
-def _run_cluster(kernel, plan, path, todo, done, update, client) -> None:
+def _run_cluster(kernel, plan, path, todo, done, update, client, block) -> None:
     distributed = _extra("distributed")
     client, owned = cluster_client(client)
     try:
         shared_kernel, shared_plan = client.scatter([kernel, plan], broadcast=True, hash=False)
         futures = [
-            client.submit(compute_and_write, shared_kernel, shared_plan, str(path), blk, pure=False, retries=2)
+            client.submit(compute_and_write, shared_kernel, shared_plan, str(path), blk, block, pure=False, retries=2)
             for blk in todo
         ]
         sizes = {f.key: _entries(blk) for f, blk in zip(futures, todo)}
@@ -393,7 +395,9 @@ def gram_dask(kernel: Kernel, X: ArrayLike, Y: ArrayLike | None = None, *, block
     upper: dict[tuple[int, int], Any] = {}
     for blk in blocks_of(plan, block):
         shape = lead + (blk.rows.stop - blk.rows.start, blk.cols.stop - blk.cols.start)
-        values = compute(kernel_d, plan_d, blk.rows, blk.cols, dask_key_name=f"dekc-block-{token}-{blk.bi}-{blk.bj}")
+        values = compute(
+            kernel_d, plan_d, blk.rows, blk.cols, block, dask_key_name=f"dekc-block-{token}-{blk.bi}-{blk.bj}"
+        )
         upper[blk.bi, blk.bj] = da.from_delayed(values, shape=shape, dtype=np.float64)
     grid = []
     for bi in range(-(-n // block)):
@@ -411,4 +415,4 @@ def iter_blocks(kernel: Kernel, plan: GramPlan, block: int) -> Iterator[tuple[sl
     n, m = plan.shape[-2:]
     for lo in range(0, n, block):
         rows = slice(lo, min(n, lo + block))
-        yield rows, _block_values(kernel, plan, rows, slice(0, m))
+        yield rows, _block_values(kernel, plan, rows, slice(0, m), block)

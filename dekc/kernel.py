@@ -514,22 +514,25 @@ class Kernel:
         inputs = np.asarray(X, dtype=np.float64)
         return GramPlan(inputs, None if Y is None else np.asarray(Y, dtype=np.float64), params, ax, ay, fit, entries)
 
-    def gram_block(self, plan: GramPlan, rows: slice, cols: slice) -> np.ndarray:
+    def gram_block(self, plan: GramPlan, rows: slice, cols: slice, pad: int | None = None) -> np.ndarray:
         """The block ``K[rows, cols]`` of the plan's Gram matrix (``K[:, rows, cols]`` for a stack of
         T-step kernels), from its diagonal and fitted start. A square plan's block with
-        ``rows == cols`` is solved as a symmetric matrix (half the entries). Values agree with
-        ``gram`` to rounding (see :mod:`dekc.blocks` for the measured difference)."""
+        ``rows == cols`` is solved as a symmetric matrix (half the entries). ``pad``: a side shorter
+        than ``pad`` inputs (and than the matrix) is padded (repeating its first input) so that
+        every block, the last ones included, runs the same compiled programs. Values agree with ``gram`` to rounding (see
+        :mod:`dekc.blocks` for the measured difference)."""
         if not isinstance(plan, GramPlan):
             raise InputError(f"gram_block takes the GramPlan of gram_plan, got {type(plan).__name__}")
         n, m = plan.shape[-2:]
         rows, cols = _block_slice(rows, n, "rows"), _block_slice(cols, m, "cols")
+        pad = 0 if pad is None else validate.count(pad, "pad", minimum=1)
         square = plan.symmetric and rows == cols
-        X = plan.X[rows]
-        Y = None if square else (plan.X if plan.Y is None else plan.Y)[cols]
+        (X, ax), height = _padded_side(plan.X, plan.ax, rows, min(pad, n))
+        (Y, ay), width = _padded_side(plan.X if plan.Y is None else plan.Y, plan.ay, cols, min(pad, m))
         p = plan.params
         problem, options = self._gram_problem(
             X,
-            Y,
+            None if square else Y,
             p["lam"],
             p["feature_scale"],
             p["input_scale"],
@@ -542,7 +545,8 @@ class Kernel:
             rows_of=(n, m),
         )
         options = dataclasses.replace(options, fit=plan.fit, fit_entries=plan.fit_entries)
-        return self._solve(problem, options, diagonals=(plan.ax[:, rows], plan.ay[:, cols]))
+        values = self._solve(problem, options, diagonals=(ax, ax if square else ay))
+        return values[..., :height, :width]
 
     # -- the solve --------------------------------------------------------------------------------
     def _solve(self, problem: GramProblem, options: SolveOptions, out: np.ndarray | None = None, diagonals=None):
@@ -1752,6 +1756,17 @@ def _finish(p, a, b, same, exact):
 
 
 # -- checks ----------------------------------------------------------------------------------------
+
+
+def _padded_side(inputs: np.ndarray, diagonal: np.ndarray, part: slice, pad: int):
+    """``(inputs[part], diagonal[:, part])``, padded to ``pad`` inputs with copies of the first,
+    and the number of real ones."""
+    X, d = inputs[part], diagonal[:, part]
+    count = X.shape[0]
+    if count < pad:
+        X = np.concatenate([X, np.repeat(X[:1], pad - count, axis=0)])
+        d = np.concatenate([d, np.repeat(d[:, :1], pad - count, axis=1)], axis=1)
+    return (X, d), count
 
 
 def _block_slice(s, size: int, name: str) -> slice:

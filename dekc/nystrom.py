@@ -41,7 +41,9 @@ DEFAULT_BLOCK = 4096
 RCOND = 1e-10
 
 
-def choose_landmarks(X: ArrayLike, m: int, method: str = "uniform", *, seed: int = 0, iterations: int = 10) -> np.ndarray:
+def choose_landmarks(
+    X: ArrayLike, m: int, method: str = "uniform", *, seed: int = 0, iterations: int = 10
+) -> np.ndarray:
     """``m`` landmarks for the inputs ``X`` ``(n, d)``: ``"uniform"`` (distinct rows drawn at random)
     or ``"kmeans"`` (k-means centres: k-means++ seeding and ``iterations`` Lloyd steps on a sample
     of at most ``max(20·m, 10000)`` rows). Deterministic for a given ``seed``."""
@@ -141,7 +143,7 @@ class NystromMap:
         n, m = plan.shape
         for lo in range(0, n, block):
             rows = slice(lo, min(n, lo + block))
-            yield rows, features_block(self.kernel, plan, self.components, rows)
+            yield rows, features_block(self.kernel, plan, self.components, rows, block)
 
     def features(self, X: ArrayLike, *, block: int = DEFAULT_BLOCK) -> np.ndarray:
         """``φ(X)`` ``(n, r)`` in memory (O(n·r))."""
@@ -176,14 +178,15 @@ class NystromMap:
         return gram, cross.reshape((r,) + Y.shape[1:])
 
 
-def features_block(kernel: Kernel, plan: GramPlan, components: np.ndarray, rows: slice) -> np.ndarray:
-    """``φ`` of the plan's inputs ``rows``: their cross-kernel block times ``components``."""
-    return np.asarray(kernel.gram_block(plan, rows, slice(0, plan.shape[1]))) @ components
+def features_block(kernel: Kernel, plan: GramPlan, components: np.ndarray, rows: slice, block: int) -> np.ndarray:
+    """``φ`` of the plan's inputs ``rows``: their cross-kernel block (padded to ``block`` rows)
+    times ``components``."""
+    return np.asarray(kernel.gram_block(plan, rows, slice(0, plan.shape[1]), pad=block)) @ components
 
 
-def normal_equations_block(kernel, plan, components, Y2, rows):
+def normal_equations_block(kernel, plan, components, Y2, rows, block):
     """A cluster task: one block's ``(φᵀφ, φᵀy)``."""
-    phi = features_block(kernel, plan, components, rows)
+    phi = features_block(kernel, plan, components, rows, block)
     return phi.T @ phi, phi.T @ Y2
 
 
@@ -199,7 +202,15 @@ def _cluster_normal_equations(kernel, plan, components, Y2, block, client):
         shared = client.scatter([kernel, plan, components], broadcast=True, hash=False)
         n = plan.shape[0]
         futures = [
-            client.submit(normal_equations_block, *shared, Y2[lo : lo + block], slice(lo, min(n, lo + block)), pure=False, retries=2)
+            client.submit(
+                normal_equations_block,
+                *shared,
+                Y2[lo : lo + block],
+                slice(lo, min(n, lo + block)),
+                block,
+                pure=False,
+                retries=2,
+            )
             for lo in range(0, n, block)
         ]
         for future in distributed.as_completed(futures):
@@ -230,7 +241,9 @@ class NystromRidge:
         try:
             L = np.linalg.cholesky(A)
         except np.linalg.LinAlgError:
-            raise InputError(f"ΦᵀΦ + alpha·I is not positive definite in float64 (alpha = {alpha:g}): raise alpha") from None
+            raise InputError(
+                f"ΦᵀΦ + alpha·I is not positive definite in float64 (alpha = {alpha:g}): raise alpha"
+            ) from None
         self._cholesky = np.linalg.solve(L, np.eye(L.shape[0]))  # L⁻¹, for the predictive deviation
         self.weights = _cho_solve(L, cross)
         return self
