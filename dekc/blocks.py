@@ -45,7 +45,16 @@ from ._version import __version__
 from .errors import InputError
 from .kernel import GramPlan, Kernel
 
-__all__ = ["DEFAULT_BLOCK", "Block", "blocks_of", "cluster_client", "gram_dask", "gram_to_zarr", "iter_blocks"]
+__all__ = [
+    "DEFAULT_BLOCK",
+    "Block",
+    "blocks_of",
+    "cluster_client",
+    "gram_dask",
+    "gram_to_zarr",
+    "iter_blocks",
+    "verify_store",
+]
 
 #: rows and columns of a block (and of the zarr array's chunks): 128 MiB of float64 values; a
 #: block's computation holds about three times that
@@ -91,14 +100,35 @@ class Block:
 def blocks_of(plan: GramPlan, block: int) -> list[Block]:
     """The blocks that cover the plan's matrix: every ``block × block`` block, or for a square
     matrix those on and above the diagonal (the others are their transposes)."""
-    n, m = plan.shape[-2:]
+    return _grid(plan.shape[-2:], block, plan.symmetric)
+
+
+def _grid(shape, block: int, square: bool) -> list[Block]:
+    n, m = shape
     out = []
     for bi in range(-(-n // block)):
-        for bj in range(bi if plan.symmetric else 0, -(-m // block)):
+        for bj in range(bi if square else 0, -(-m // block)):
             rows = slice(bi * block, min(n, (bi + 1) * block))
             cols = slice(bj * block, min(m, (bj + 1) * block))
-            out.append(Block(bi, bj, rows, cols, plan.symmetric and bi != bj, plan.symmetric and bi == bj))
+            out.append(Block(bi, bj, rows, cols, square and bi != bj, square and bi == bj))
     return out
+
+
+def verify_store(out: str | os.PathLike) -> dict:
+    """Check a store written by :func:`gram_to_zarr`: every block's record against its bytes on
+    disk (and its transpose). Returns ``{"blocks": total, "verified": count, "missing": [(bi, bj),
+    ...]}``; ``missing`` lists the blocks a rerun would compute."""
+    zarr = _extra("zarr")
+    path = Path(os.fspath(out))
+    try:
+        array = zarr.open_array(store=str(path), mode="r")
+        identity = dict(array.attrs)["dekc"]
+    except Exception as exc:  # zarr raises several types for a missing or damaged store
+        raise InputError(f"{path} is not a Gram matrix written by dekc ({type(exc).__name__}: {exc})") from None
+    grid = _grid(identity["shape"][-2:], identity["block"], identity["square"])
+    stack = len(identity["shape"]) == 3
+    missing = [(blk.bi, blk.bj) for blk in grid if not _block_done(array, path, blk, stack)]
+    return {"blocks": len(grid), "verified": len(grid) - len(missing), "missing": missing}
 
 
 def _check_block(block) -> int:

@@ -130,8 +130,7 @@ class NystromMap:
 
     def plan(self, X: ArrayLike) -> GramPlan:
         """The plan of the cross kernel ``k(X, Z)``: the diagonal of every input solved once."""
-        if self.components is None:
-            raise InputError("the Nyström map is not fitted: call fit() first")
+        self._fitted()
         return self.kernel.gram_plan(X, self.landmarks, **self.params)
 
     def iter_features(self, X: ArrayLike, *, block: int = DEFAULT_BLOCK) -> Iterator[tuple[slice, np.ndarray]]:
@@ -141,9 +140,10 @@ class NystromMap:
 
     def _features_of(self, plan: GramPlan, block: int) -> Iterator[tuple[slice, np.ndarray]]:
         n, m = plan.shape
+        components = self._fitted()
         for lo in range(0, n, block):
             rows = slice(lo, min(n, lo + block))
-            yield rows, features_block(self.kernel, plan, self.components, rows, block)
+            yield rows, features_block(self.kernel, plan, components, rows, block)
 
     def features(self, X: ArrayLike, *, block: int = DEFAULT_BLOCK) -> np.ndarray:
         """``φ(X)`` ``(n, r)`` in memory (O(n·r))."""
@@ -156,8 +156,10 @@ class NystromMap:
     def normal_equations(
         self, X: ArrayLike, y: ArrayLike, *, block: int = DEFAULT_BLOCK, client: Any = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """``(ΦᵀΦ, ΦᵀY)`` accumulated over blocks of rows (``y`` ``(n,)`` or ``(n, t)``); with a
-        ``dask.distributed`` client (or a scheduler address) each block is a task on the cluster."""
+        """``(ΦᵀΦ, ΦᵀY)`` (``y`` ``(n,)`` or ``(n, t)``), from ``K_XZᵀK_XZ`` and ``K_XZᵀY`` accumulated
+        over blocks of rows of the cross kernel (one product of ``block × m`` per block; the
+        components are applied once at the end). With a ``dask.distributed`` client (or a scheduler
+        address) each block is a task on the cluster that returns its two ``m``-column sums."""
         X = validate.matrix(X, "X")
         Y = np.asarray(y, dtype=np.float64)
         if Y.ndim not in (1, 2) or Y.shape[0] != X.shape[0] or not np.all(np.isfinite(Y)):
@@ -165,32 +167,47 @@ class NystromMap:
         Y2 = Y.reshape(X.shape[0], -1)
         block = _block(block)
         plan = self.plan(X)
-        r = self.rank
-        gram, cross = np.zeros((r, r)), np.zeros((r, Y2.shape[1]))
+        C = self._fitted()
+        m = C.shape[0]
+        gram, cross = np.zeros((m, m)), np.zeros((m, Y2.shape[1]))
         if client is None:
-            for rows, phi in self._features_of(plan, block):
-                gram += phi.T @ phi
-                cross += phi.T @ Y2[rows]
-        else:
-            for g, c in _cluster_normal_equations(self.kernel, plan, self.components, Y2, block, client):
+            for lo in range(0, plan.shape[0], block):
+                g, c = sums_block(self.kernel, plan, Y2[lo : lo + block], slice(lo, lo + block), block)
                 gram += g
                 cross += c
-        return gram, cross.reshape((r,) + Y.shape[1:])
+        else:
+            for g, c in _cluster_sums(self.kernel, plan, Y2, block, client):
+                gram += g
+                cross += c
+        gram = C.T @ (0.5 * (gram + gram.T)) @ C
+        return 0.5 * (gram + gram.T), (C.T @ cross).reshape((C.shape[1],) + Y.shape[1:])
+
+    def _fitted(self) -> np.ndarray:
+        if self.components is None:
+            raise InputError("the Nyström map is not fitted: call fit() first")
+        return self.components
+
+
+def cross_block(kernel: Kernel, plan: GramPlan, rows: slice, block: int) -> np.ndarray:
+    """The cross kernel's rows ``rows`` (a short last block padded to ``block`` rows to run the
+    same compiled programs)."""
+    n, m = plan.shape
+    rows = slice(rows.start, min(n, rows.stop))
+    return np.asarray(kernel.gram_block(plan, rows, slice(0, m), pad=block))
 
 
 def features_block(kernel: Kernel, plan: GramPlan, components: np.ndarray, rows: slice, block: int) -> np.ndarray:
-    """``φ`` of the plan's inputs ``rows``: their cross-kernel block (padded to ``block`` rows)
-    times ``components``."""
-    return np.asarray(kernel.gram_block(plan, rows, slice(0, plan.shape[1]), pad=block)) @ components
+    """``φ`` of the plan's inputs ``rows``: their cross-kernel block times ``components``."""
+    return cross_block(kernel, plan, rows, block) @ components
 
 
-def normal_equations_block(kernel, plan, components, Y2, rows, block):
-    """A cluster task: one block's ``(φᵀφ, φᵀy)``."""
-    phi = features_block(kernel, plan, components, rows, block)
-    return phi.T @ phi, phi.T @ Y2
+def sums_block(kernel: Kernel, plan: GramPlan, Y2: np.ndarray, rows: slice, block: int):
+    """One block's ``(KᵀK, KᵀY)`` (a cluster task)."""
+    K = cross_block(kernel, plan, rows, block)
+    return K.T @ K, K.T @ Y2
 
 
-def _cluster_normal_equations(kernel, plan, components, Y2, block, client):
+def _cluster_sums(kernel, plan, Y2, block, client):
     try:
         import distributed
     except ImportError:  # pragma: no cover - depends on the installation
@@ -199,19 +216,10 @@ def _cluster_normal_equations(kernel, plan, components, Y2, block, client):
 
     client, owned = cluster_client(client)
     try:
-        shared = client.scatter([kernel, plan, components], broadcast=True, hash=False)
-        n = plan.shape[0]
+        shared = client.scatter([kernel, plan], broadcast=True, hash=False)
         futures = [
-            client.submit(
-                normal_equations_block,
-                *shared,
-                Y2[lo : lo + block],
-                slice(lo, min(n, lo + block)),
-                block,
-                pure=False,
-                retries=2,
-            )
-            for lo in range(0, n, block)
+            client.submit(sums_block, *shared, Y2[lo : lo + block], slice(lo, lo + block), block, pure=False, retries=2)
+            for lo in range(0, plan.shape[0], block)
         ]
         for future in distributed.as_completed(futures):
             yield future.result()
@@ -252,12 +260,17 @@ class NystromRidge:
         if self.weights is None or self._cholesky is None:
             raise InputError("the model is not fitted: call fit(X, y) first")
         X = validate.matrix(X, "X")
+        fmap, block = self.feature_map, _block(block)
+        plan, C = fmap.plan(X), fmap._fitted()
+        beta = C @ self.weights  # f(x) = k(x, Z)·β
         mean = np.empty((X.shape[0],) + self.weights.shape[1:])
         std = np.empty(X.shape[0]) if return_std else None
-        for rows, phi in self.feature_map.iter_features(X, block=block):
-            mean[rows] = phi @ self.weights
+        for lo in range(0, X.shape[0], block):
+            rows = slice(lo, min(X.shape[0], lo + block))
+            K = cross_block(fmap.kernel, plan, rows, block)
+            mean[rows] = K @ beta
             if std is not None:
-                v = self._cholesky @ phi.T
+                v = self._cholesky @ (K @ C).T
                 std[rows] = np.sqrt(float(self.alpha) * np.sum(v * v, axis=0))
         return (mean, std) if return_std else mean
 
