@@ -30,7 +30,7 @@ from .errors import (
     VerifyError,
 )
 from .expectations import GaussianExpectation, gaussian_expectation
-from .kernel import GramDiagnostics, Kernel
+from .kernel import GramDiagnostics, GramPlan, Kernel
 from .links import Link, link
 from .registry import Family, families, family, register_family
 from .verification import VerificationItem, VerificationReport, verify
@@ -57,6 +57,7 @@ __all__ = [
     "time_budget",
     "VerificationItem",
     "GramDiagnostics",
+    "GramPlan",
     "Kernel",
     "VerificationReport",
     "verify",

@@ -306,7 +306,8 @@ def gram_to_zarr(
     ``params``: those of :meth:`dekc.Kernel.gram` (``psi0`` ``"input"`` or ``"constant"``).
 
     The array's attribute ``dekc`` names what it holds; ``dekc_complete`` is true once every block
-    is written, and ``dekc_runs`` lists each run's computed and reused blocks and seconds.
+    is written, and ``dekc_runs`` lists each run's computed and reused blocks and seconds. One run
+    at a time may write a store.
     """
     zarr = _extra("zarr")
     block = _check_block(block)
@@ -321,6 +322,8 @@ def gram_to_zarr(
     chunks = ((plan.shape[0],) if stack else ()) + (block, block)
     identity = _identity(kernel, plan, block)
     array = _open_store(zarr, path, identity, plan.shape, chunks, overwrite)
+    for stale in (path / RECORDS).glob("*.tmp"):  # records an interrupted run was writing
+        stale.unlink(missing_ok=True)
     grid = blocks_of(plan, block)
     todo = [blk for blk in grid if not _block_done(array, path, blk, stack)]
     # entries solved (a square matrix: its upper triangle), for the progress report

@@ -397,7 +397,8 @@ def main(argv=None) -> int:
         print(f"dekc: error: {_one_line(exc)}", file=sys.stderr)
     except MemoryError:
         print(
-            "dekc: error: out of memory; use fewer inputs or compute the Gram matrix in blocks of rows", file=sys.stderr
+            "dekc: error: out of memory; use fewer inputs or write the Gram matrix in blocks (-o K.zarr)",
+            file=sys.stderr,
         )
     except KeyboardInterrupt:
         print("dekc: interrupted", file=sys.stderr)

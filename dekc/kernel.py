@@ -1817,7 +1817,8 @@ def _check_result_memory(steps, n, m):
     validate.check_memory(
         nbytes,
         f"the {shape} float64 Gram matrix",
-        "compute it in blocks of rows (gram(X[i:j], X)) and save each, or use fewer inputs",
+        "write it to disk block by block (dekc.blocks.gram_to_zarr, or dekc gram ... -o K.zarr), use a Nyström "
+        "approximation (dekc.nystrom), or use fewer inputs",
     )
 
 

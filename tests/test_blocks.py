@@ -78,6 +78,16 @@ def test_blocks_give_grams_values(relu, n, m, d, block, kwargs):
         assert np.mean(out == K) >= 0.999
 
 
+def test_identical_inputs_in_different_blocks(relu):
+    X = _inputs(400)
+    X[[150, 390]] = X[10]  # the same input in three blocks
+    K = relu.gram(X)
+    out = _assembled(relu, relu.gram_plan(X), 128)
+    assert _relative(out, K) <= 1e-15
+    for i, j in ((10, 150), (10, 390), (150, 390)):  # identical inputs take the diagonal value
+        assert out[i, j] == out[j, i] == out[10, 10]
+
+
 def test_plan_is_small_and_fitted(relu):
     X = _inputs(800)
     plan = relu.gram_plan(X)

@@ -213,6 +213,15 @@ def _check_sklearn_regression(stdout):
     assert 0 < rmse < 0.2 * baseline  # about 1.3 against 12.2
 
 
+def _check_large_data(stdout):
+    assert "first run: computed 6, kept 0 blocks" in stdout and "rerun: computed 0, kept 6 blocks" in stdout
+    assert float(re.search(r"zarr store against gram: max relative difference (\S+)", stdout).group(1)) <= 1e-15
+    assert float(re.search(r"dask row sums against gram: max relative difference (\S+)", stdout).group(1)) <= 1e-12
+    baseline = float(re.search(r"test RMSE of the training mean: (\S+)", stdout).group(1))
+    small, large = (float(v) for v in re.findall(r"Nystrom m = \d+: test RMSE (\S+)", stdout))
+    assert large < small < 0.5 * baseline  # more landmarks approximate better
+
+
 @pytest.mark.parametrize(
     "name, check",
     [
@@ -220,8 +229,10 @@ def _check_sklearn_regression(stdout):
         ("custom_family", _check_custom_family),
         # the scikit-learn adapter has its own tests; this example runs with the slow ones
         pytest.param("sklearn_regression", _check_sklearn_regression, marks=pytest.mark.slow),
+        # dekc.blocks and dekc.nystrom have their own tests at small sizes
+        pytest.param("large_data", _check_large_data, marks=pytest.mark.slow),
     ],
-    ids=["quickstart", "custom_family", "sklearn_regression"],
+    ids=["quickstart", "custom_family", "sklearn_regression", "large_data"],
 )
 def test_example_runs_and_its_numbers_check_out(name, check, tmp_path):
     """Each short example runs on its own and prints numbers the test derives independently."""
