@@ -292,7 +292,7 @@ def gram_to_zarr(
     progress: bool | Callable[[int, int], Any] | None = None,
     overwrite: bool = False,
     **params: Any,
-):
+) -> Any:
     """Write ``kernel.gram(X, Y, **params)`` into the zarr array ``out`` (a folder), block by block,
     and return the array (``zarr.Array``, float64, chunks of ``block × block``).
 
@@ -372,7 +372,7 @@ def _run_local(kernel, plan, array, path, todo, done, update, block) -> None:
             update(done + pending[1])
 
 
-def cluster_client(client):
+def cluster_client(client: Any) -> tuple[Any, bool]:
     """``(client, owned)``: a ``distributed.Client`` as given, or one connected to the scheduler
     address given (``owned``: the caller closes it)."""
     distributed = _extra("distributed")
@@ -408,7 +408,9 @@ def _run_cluster(kernel, plan, path, todo, done, update, client, block) -> None:
 # -- a lazy dask array --------------------------------------------------------------------------------
 
 
-def gram_dask(kernel: Kernel, X: ArrayLike, Y: ArrayLike | None = None, *, block: int = DEFAULT_BLOCK, **params: Any):
+def gram_dask(
+    kernel: Kernel, X: ArrayLike, Y: ArrayLike | None = None, *, block: int = DEFAULT_BLOCK, **params: Any
+) -> Any:
     """``kernel.gram(X, Y, **params)`` as a lazy ``dask.array`` of ``block × block`` chunks (for a
     square matrix the blocks below the diagonal are the transposes of those above). The diagonal
     is solved and the start fitted here, once; each task solves one block from them. Compute it

@@ -256,7 +256,9 @@ class NystromRidge:
         self.weights = _cho_solve(L, cross)
         return self
 
-    def predict(self, X: ArrayLike, *, block: int = DEFAULT_BLOCK, return_std: bool = False):
+    def predict(
+        self, X: ArrayLike, *, block: int = DEFAULT_BLOCK, return_std: bool = False
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         if self.weights is None or self._cholesky is None:
             raise InputError("the model is not fitted: call fit(X, y) first")
         X = validate.matrix(X, "X")
@@ -272,7 +274,7 @@ class NystromRidge:
             if std is not None:
                 v = self._cholesky @ (K @ C).T
                 std[rows] = np.sqrt(float(self.alpha) * np.sum(v * v, axis=0))
-        return (mean, std) if return_std else mean
+        return mean if std is None else (mean, std)
 
 
 def _cho_solve(L: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import functools
 import numbers
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -294,7 +295,7 @@ def _fmt(value):
 class _NystroemParams(BaseEstimator):
     """The parameters the Nyström estimators share (see :class:`DEKNystroem`)."""
 
-    def _kernel_and_params(self):
+    def _kernel_and_params(self) -> tuple:
         kernel = DEKernel(
             self.family,
             self.reparam,
@@ -360,7 +361,8 @@ class DEKNystroem(TransformerMixin, _NystroemParams):
         self.rcond = rcond
         self.block = block
 
-    def fit(self, X, y=None):
+    def fit(self, X: ArrayLike, y: ArrayLike | None = None) -> DEKNystroem:
+        """Choose the landmarks and factor their Gram matrix (``y`` is ignored)."""
         self.map_ = self._fit_map(X)
         self.landmarks_ = self.map_.landmarks
         self.components_ = self.map_.components
@@ -368,7 +370,8 @@ class DEKNystroem(TransformerMixin, _NystroemParams):
         self.n_features_in_ = self.landmarks_.shape[1]
         return self
 
-    def transform(self, X):
+    def transform(self, X: ArrayLike) -> np.ndarray:
+        """``φ(X)`` ``(n, r)``, computed in blocks of ``block`` rows."""
         if not hasattr(self, "map_"):
             raise NotFittedError("DEKNystroem is not fitted yet: call fit(X) first")
         return self.map_.features(X, block=self.block)
@@ -400,7 +403,7 @@ class DEKNystroemRegressor(RegressorMixin, _NystroemParams):
         rcond: float = RCOND,
         block: int = DEFAULT_BLOCK,
         alpha: float = 1e-3,
-        client=None,
+        client: Any = None,
     ):
         self.family = family
         self.reparam = reparam
@@ -419,14 +422,16 @@ class DEKNystroemRegressor(RegressorMixin, _NystroemParams):
         self.alpha = alpha
         self.client = client
 
-    def fit(self, X, y):
+    def fit(self, X: ArrayLike, y: ArrayLike) -> DEKNystroemRegressor:
+        """Choose the landmarks, then stream the cross kernel to solve the ridge problem."""
         feature_map = self._fit_map(X)
         self.model_ = NystromRidge(feature_map, self.alpha).fit(X, y, block=self.block, client=self.client)
         self.landmarks_ = feature_map.landmarks
         self.n_features_in_ = self.landmarks_.shape[1]
         return self
 
-    def predict(self, X, return_std: bool = False):
+    def predict(self, X: ArrayLike, return_std: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """The predictive mean (and with ``return_std`` the latent function's standard deviation)."""
         if not hasattr(self, "model_"):
             raise NotFittedError("DEKNystroemRegressor is not fitted yet: call fit(X, y) first")
         return self.model_.predict(X, block=self.block, return_std=return_std)

@@ -107,10 +107,12 @@ def _public_callables():
     import inspect
 
     import dekc
+    import dekc.blocks
+    import dekc.nystrom
     import dekc.plot
     import dekc.sklearn
 
-    for module in (dekc, dekc.sklearn, dekc.plot):
+    for module in (dekc, dekc.sklearn, dekc.plot, dekc.blocks, dekc.nystrom):
         for name in module.__all__:
             obj = getattr(module, name)
             if inspect.isclass(obj) and obj.__module__.startswith("dekc") and not issubclass(obj, BaseException):

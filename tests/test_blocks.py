@@ -58,9 +58,10 @@ def _assembled(kernel, plan, block):
     [
         (800, None, 4, 256, {}),  # fitted start (> 2^18 entries), partial last blocks
         (500, 300, 4, 128, {}),  # rectangular
-        (300, None, 80, 128, {}),  # wide inputs: products entry by entry in the blocks
+        # wide inputs: products entry by entry in the blocks
+        pytest.param(300, None, 80, 128, {}, marks=pytest.mark.slow),
         (400, None, 4, 192, dict(steps=(1, 4), lam=1.5)),  # a stack of T-step kernels
-        (300, None, 4, 128, dict(psi0="constant", diagonal="limit")),
+        pytest.param(300, None, 4, 128, dict(psi0="constant", diagonal="limit"), marks=pytest.mark.slow),
     ],
 )
 def test_blocks_give_grams_values(relu, n, m, d, block, kwargs):

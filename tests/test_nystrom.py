@@ -41,12 +41,12 @@ def test_more_landmarks_approximate_better(relu):
     K = relu.gram(X, **PARAMS)
     errors = {}
     for method in ("uniform", "kmeans"):
-        for m in (10, 40, 160):
+        for m in (10, 40):
             phi = NystromMap(relu, choose_landmarks(X, m, method), PARAMS).fit().features(X)
             errors[method, m] = np.linalg.norm(phi @ phi.T - K) / np.linalg.norm(K)
-        assert errors[method, 10] > errors[method, 40] > errors[method, 160]
+        assert errors[method, 10] > errors[method, 40]
     # k-means centres cover the inputs more evenly than a uniform draw of the same size
-    assert errors["kmeans", 40] < errors["uniform", 40]
+    assert errors["kmeans", 10] < errors["uniform", 10] and errors["kmeans", 40] < errors["uniform", 40]
 
 
 def test_blocks_stream_the_same_normal_equations(relu):
