@@ -127,7 +127,7 @@ def verify_store(out: str | os.PathLike) -> dict:
         raise InputError(f"{path} is not a Gram matrix written by dekc ({type(exc).__name__}: {exc})") from None
     grid = _grid(identity["shape"][-2:], identity["block"], identity["square"])
     stack = len(identity["shape"]) == 3
-    missing = [(blk.bi, blk.bj) for blk in grid if not _block_done(array, path, blk, stack)]
+    missing = [(blk.bi, blk.bj) for blk, done in zip(grid, _blocks_done(array, path, grid, stack)) if not done]
     return {"blocks": len(grid), "verified": len(grid) - len(missing), "missing": missing}
 
 
@@ -154,7 +154,9 @@ def _region(rows: slice, cols: slice, stack: bool) -> tuple:
 
 
 def _digest(values: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(values, dtype=np.float64).tobytes()).hexdigest()
+    """SHA-256 of the values' float64 bytes in C order."""
+    data = np.ascontiguousarray(values, dtype=np.float64)
+    return hashlib.sha256(memoryview(data).cast("B")).hexdigest()
 
 
 def _record_path(root: Path, blk: Block) -> Path:
@@ -162,31 +164,37 @@ def _record_path(root: Path, blk: Block) -> Path:
 
 
 def _write_block(array, root: Path, blk: Block, values: np.ndarray) -> None:
-    """The block's values (and their transpose), then, once they are written, its record."""
+    """The block's values (and their transpose), then, once they are written, its record: the
+    SHA-256 of the block as stored (and of its transpose as stored)."""
     stack = values.ndim == 3
     array[_region(blk.rows, blk.cols, stack)] = values
+    digests = [_digest(values)]
     if blk.mirror:
-        array[_region(blk.cols, blk.rows, stack)] = np.swapaxes(values, -1, -2)
+        mirrored = np.ascontiguousarray(np.swapaxes(values, -1, -2))
+        array[_region(blk.cols, blk.rows, stack)] = mirrored
+        digests.append(_digest(mirrored))
     record = _record_path(root, blk)
     temporary = record.with_name(record.name + f".{os.getpid()}.tmp")
-    temporary.write_text(_digest(values) + "\n")
+    temporary.write_text("\n".join(digests) + "\n")
     os.replace(temporary, record)  # the record appears whole or not at all
 
 
 def _block_done(array, root: Path, blk: Block, stack: bool) -> bool:
     """Whether the block's record exists and the values on disk (and their transpose) match it."""
     try:
-        recorded = _record_path(root, blk).read_text().strip()
+        recorded = _record_path(root, blk).read_text().split()
     except (OSError, UnicodeDecodeError):
         return False
-    values = np.asarray(array[_region(blk.rows, blk.cols, stack)])
-    if _digest(values) != recorded:
+    if len(recorded) != (2 if blk.mirror else 1):
         return False
-    if blk.mirror:
-        mirrored = np.asarray(array[_region(blk.cols, blk.rows, stack)])
-        if not np.array_equal(np.swapaxes(mirrored, -1, -2), values):  # (NaN, never written: not equal)
-            return False
-    return True
+    regions = [(blk.rows, blk.cols)] + ([(blk.cols, blk.rows)] if blk.mirror else [])
+    return all(_digest(np.asarray(array[_region(r, c, stack)])) == digest for (r, c), digest in zip(regions, recorded))
+
+
+def _blocks_done(array, root: Path, grid: list[Block], stack: bool) -> list[bool]:
+    """:func:`_block_done` of every block, read and hashed by a few threads (both release the GIL)."""
+    with concurrent.futures.ThreadPoolExecutor(min(4, os.cpu_count() or 1)) as pool:
+        return list(pool.map(lambda blk: _block_done(array, root, blk, stack), grid))
 
 
 def compute_and_write(kernel: Kernel, plan: GramPlan, path: str, blk: Block, block: int) -> str:
@@ -325,7 +333,7 @@ def gram_to_zarr(
     for stale in (path / RECORDS).glob("*.tmp"):  # records an interrupted run was writing
         stale.unlink(missing_ok=True)
     grid = blocks_of(plan, block)
-    todo = [blk for blk in grid if not _block_done(array, path, blk, stack)]
+    todo = [blk for blk, done in zip(grid, _blocks_done(array, path, grid, stack)) if not done]
     # entries solved (a square matrix: its upper triangle), for the progress report
     total = sum(_entries(blk) for blk in grid)
     done = total - sum(_entries(blk) for blk in todo)

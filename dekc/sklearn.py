@@ -382,7 +382,8 @@ class DEKNystroemRegressor(RegressorMixin, _NystroemParams):
     regression with noise variance ``alpha`` (subset of regressors). ``fit`` streams the ``n × m``
     cross kernel in blocks (memory O(m² + block·m)); ``predict(X, return_std=True)`` also gives
     the predictive standard deviation of the latent function. ``client``: a
-    ``dask.distributed`` client or scheduler address to compute ``fit``'s blocks on a cluster.
+    ``dask.distributed`` client or scheduler address to compute ``fit``'s blocks on a cluster (give
+    the address, a string, in a grid search: scikit-learn copies parameters when it clones).
     Other arguments as :class:`DEKNystroem`.
     """
 
