@@ -156,7 +156,7 @@ def _region(rows: slice, cols: slice, stack: bool) -> tuple:
 def _digest(values: np.ndarray) -> str:
     """SHA-256 of the values' float64 bytes in C order."""
     data = np.ascontiguousarray(values, dtype=np.float64)
-    return hashlib.sha256(memoryview(data).cast("B")).hexdigest()
+    return hashlib.sha256(data.data.cast("B")).hexdigest()  # (the buffer itself, not a copy)
 
 
 def _record_path(root: Path, blk: Block) -> Path:
