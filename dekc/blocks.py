@@ -233,7 +233,9 @@ def _identity(kernel: Kernel, plan: GramPlan, block: int) -> dict:
 
 def _open_store(zarr, path: Path, identity: dict, shape: tuple, chunks: tuple, overwrite: bool):
     """The zarr array at ``path``: created, or resumed when it holds this same matrix."""
-    if path.exists() or path.is_symlink():
+    if path.is_symlink():
+        raise InputError(f"{path} is a symbolic link; give the folder it points to, or another output path")
+    if path.exists():
         if not (path / "zarr.json").is_file():
             raise InputError(
                 f"{path} exists and is not a zarr store; choose another output path (a folder ending in .zarr)"
@@ -248,6 +250,11 @@ def _open_store(zarr, path: Path, identity: dict, shape: tuple, chunks: tuple, o
             reason = ""
         if found == identity:
             return array
+        if found is None and overwrite:  # someone else's zarr data: never removed
+            raise InputError(
+                f"{path} is a zarr store that dekc did not write{reason}; it is not replaced even with "
+                "overwrite=True: remove it yourself or choose another path"
+            )
         if not overwrite:
             what = (
                 "is not a dekc Gram matrix" + reason

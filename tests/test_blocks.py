@@ -158,6 +158,15 @@ def test_zarr_store_matches_and_is_reused(relu, tmp_path):
     with pytest.raises(InputError, match="not a zarr store"):
         blocks.gram_to_zarr(relu, X, out=other, block=256, overwrite=True)
     assert (other / "mine.txt").read_text() == "keep"
+    # someone else's zarr array is not replaced either, and a link is not followed
+    foreign = tmp_path / "foreign.zarr"
+    zarr.create_array(store=str(foreign), shape=(3,), dtype="float64")
+    with pytest.raises(InputError, match="did not write"):
+        blocks.gram_to_zarr(relu, X, out=foreign, block=256, overwrite=True)
+    assert (foreign / "zarr.json").is_file()
+    (tmp_path / "link.zarr").symlink_to(path)
+    with pytest.raises(InputError, match="symbolic link"):
+        blocks.gram_to_zarr(relu, X, out=tmp_path / "link.zarr", block=256, lam=3.0)
 
 
 def test_rectangular_and_steps_stores(relu, tmp_path):
