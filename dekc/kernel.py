@@ -519,8 +519,8 @@ class Kernel:
         T-step kernels), from its diagonal and fitted start. A square plan's block with
         ``rows == cols`` is solved as a symmetric matrix (half the entries). ``pad``: a side shorter
         than ``pad`` inputs (and than the matrix) is padded (repeating its first input) so that
-        every block, the last ones included, runs the same compiled programs. Values agree with ``gram`` to rounding (see
-        :mod:`dekc.blocks` for the measured difference)."""
+        every block, the last ones included, runs the same compiled programs. Values agree with
+        ``gram`` to rounding (see :mod:`dekc.blocks` for the measured difference)."""
         if not isinstance(plan, GramPlan):
             raise InputError(f"gram_block takes the GramPlan of gram_plan, got {type(plan).__name__}")
         n, m = plan.shape[-2:]
