@@ -414,10 +414,14 @@ def _run_cluster(kernel, plan, path, todo, done, update, client, block) -> None:
             for blk in todo
         ]
         sizes = {f.key: _entries(blk) for f, blk in zip(futures, todo)}
-        for future in distributed.as_completed(futures):
-            future.result()  # a task's error is raised here
-            done += sizes[future.key]
-            update(done)
+        try:
+            for future in distributed.as_completed(futures):
+                future.result()  # a task's error is raised here
+                done += sizes[future.key]
+                update(done)
+        except BaseException:
+            client.cancel(futures)  # the other blocks stop too; those written keep their records
+            raise
     finally:
         if owned:
             client.close()
