@@ -53,9 +53,9 @@ __all__ = [
     "Block",
     "blocks_of",
     "cluster_client",
+    "cluster_tasks",
     "gram_dask",
     "gram_to_zarr",
-    "iter_blocks",
     "verify_store",
 ]
 
@@ -404,27 +404,35 @@ def cluster_client(client: Any) -> tuple[Any, bool]:
     raise InputError(f"client must be a distributed.Client or a scheduler address, got {type(client).__name__}")
 
 
-def _run_cluster(kernel, plan, path, todo, done, update, client, block) -> None:
+def cluster_tasks(client: Any, fn: Callable, shared: list, calls: list[tuple]) -> Iterator[tuple[int, Any]]:
+    """Run ``fn(*shared, *call)`` for each of ``calls`` on a Dask cluster and yield ``(index of the
+    call, result)`` as they finish. ``shared`` (the kernel, the plan) is sent to every worker once;
+    a lost worker's tasks are computed again by the others; the first task that fails cancels
+    the rest and its error is raised here. ``client``: as :func:`cluster_client`."""
     distributed = _extra("distributed")
     client, owned = cluster_client(client)
     try:
-        shared_kernel, shared_plan = client.scatter([kernel, plan], broadcast=True, hash=False)
-        futures = [
-            client.submit(compute_and_write, shared_kernel, shared_plan, str(path), blk, block, pure=False, retries=2)
-            for blk in todo
-        ]
-        sizes = {f.key: _entries(blk) for f, blk in zip(futures, todo)}
+        on_workers = client.scatter(shared, broadcast=True, hash=False)
+        futures = [client.submit(fn, *on_workers, *call, pure=False, retries=2) for call in calls]
+        index = {f.key: k for k, f in enumerate(futures)}
         try:
             for future in distributed.as_completed(futures):
-                future.result()  # a task's error is raised here
-                done += sizes[future.key]
-                update(done)
+                result = future.result()  # a task's error is raised here
+                future.release()
+                yield index[future.key], result
         except BaseException:
-            client.cancel(futures)  # the other blocks stop too; those written keep their records
+            client.cancel(futures)  # the other tasks stop too (blocks already written keep their records)
             raise
     finally:
         if owned:
             client.close()
+
+
+def _run_cluster(kernel, plan, path, todo, done, update, client, block) -> None:
+    calls = [(str(path), blk, block) for blk in todo]
+    for k, _ in cluster_tasks(client, compute_and_write, [kernel, plan], calls):
+        done += _entries(todo[k])
+        update(done)
 
 
 # -- a lazy dask array --------------------------------------------------------------------------------
@@ -463,13 +471,3 @@ def gram_dask(
             row.append(upper[bi, bj] if (bi, bj) in upper else da.swapaxes(upper[bj, bi], -1, -2))
         grid.append(row)
     return da.block(grid)
-
-
-def iter_blocks(kernel: Kernel, plan: GramPlan, block: int) -> Iterator[tuple[slice, np.ndarray]]:
-    """The plan's matrix as row blocks ``(rows, K[rows, :])`` of ``block`` rows, one at a time
-    (memory: one row block); used to stream an ``n × m`` cross kernel with ``m`` small."""
-    block = _check_block(block)
-    n, m = plan.shape[-2:]
-    for lo in range(0, n, block):
-        rows = slice(lo, min(n, lo + block))
-        yield rows, _block_values(kernel, plan, rows, slice(0, m), block)

@@ -28,6 +28,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import validate
+from .blocks import cluster_tasks
 from .errors import InputError
 from .kernel import GramPlan, Kernel
 
@@ -208,25 +209,9 @@ def sums_block(kernel: Kernel, plan: GramPlan, Y2: np.ndarray, rows: slice, bloc
 
 
 def _cluster_sums(kernel, plan, Y2, block, client):
-    try:
-        import distributed
-    except ImportError:  # pragma: no cover - depends on the installation
-        raise ImportError("a cluster needs distributed, an optional dependency: pip install 'dekc[large]'") from None
-    from .blocks import cluster_client
-
-    client, owned = cluster_client(client)
-    try:
-        shared = client.scatter([kernel, plan], broadcast=True, hash=False)
-        futures = [
-            client.submit(sums_block, *shared, Y2[lo : lo + block], slice(lo, lo + block), block, pure=False, retries=2)
-            for lo in range(0, plan.shape[0], block)
-        ]
-        for future in distributed.as_completed(futures):
-            yield future.result()
-            future.release()
-    finally:
-        if owned:
-            client.close()
+    calls = [(Y2[lo : lo + block], slice(lo, lo + block), block) for lo in range(0, plan.shape[0], block)]
+    for _, sums in cluster_tasks(client, sums_block, [kernel, plan], calls):
+        yield sums
 
 
 @dataclasses.dataclass(eq=False)
