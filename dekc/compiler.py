@@ -6,6 +6,8 @@ The module text comes from :func:`dekc.codegen.kernel_module` and is stored in t
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import sympy as sp
 
 from . import cache as kernel_cache
@@ -43,6 +45,15 @@ def build_source(link: Link, *, tol: float, digest: str, metadata: dict) -> str:
         expectations=expectations,
         metadata=metadata,
     )
+
+
+def _link_factory(fam: Family, route: str, spec: sp.Expr, kappa) -> Callable[[], Link]:
+    """Derives the kernel's link when it is first asked for (a kernel loaded from its text has none)."""
+
+    def make_link() -> Link:
+        return derive_link(fam, **{route: spec}, kappa=kappa)
+
+    return make_link
 
 
 def compile_kernel(
@@ -85,8 +96,7 @@ def compile_kernel(
     )
     path = kernel_cache.kernel_path(fam.name, digest)
 
-    def make_link() -> Link:
-        return derive_link(fam, **{route: spec_expr}, kappa=kappa)
+    make_link = _link_factory(fam, route, spec_expr, kappa)
 
     the_link = None
     text = kernel_cache.read_cached(path, digest) if cache else None
@@ -122,15 +132,12 @@ def kernel_from_text(text: str, digest: str, family: Family) -> Kernel:
     route, spec = meta["route"], as_eta_expression(meta["spec"], what=meta["route"])
     kappa = None if meta["kappa"] is None else parse_number(meta["kappa"], what="kappa")
 
-    def make_link() -> Link:
-        return derive_link(family, **{route: spec}, kappa=kappa)
-
     kernel = Kernel(
         module,
         kernel_cache.kernel_path(family.name, digest),
         text,
         family,
-        make_link,
+        _link_factory(family, route, spec, kappa),
         rebuild=(kernel_from_text, (text, digest, family)),
     )
     _REBUILT[key] = kernel

@@ -125,6 +125,7 @@ def test_kernel_pickles_as_its_sealed_text(relu):
     again = pickle.loads(data)
     X = _inputs(40)
     assert np.array_equal(again.gram(X), relu.gram(X))
+    assert again.sigma == relu.sigma  # the link is derived again on demand
     tampered = relu.source.replace("import jax", "import os, jax", 1)
     with pytest.raises(CacheError, match="does not verify"):
         kernel_from_text(tampered, relu.module.INPUT_HASH, relu.family)
